@@ -1,0 +1,207 @@
+"""The reference backend: every kernel of the contract, written plainly in NumPy.
+
+This file is the specification the compiled backends are checked against. Each kernel
+writes into the arrays it is given (`out=` wherever NumPy allows) and allocates only
+the temporaries NumPy needs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..plan import LEAKY_SLOPE
+from .base import GOLDEN, MASK64, Backend, unpack_adam, unpack_sgd
+
+try:  # scipy's erf is vectorized; math.erf is the same libm function, one element at a time
+    from scipy.special import erf as _erf
+except ImportError:  # pragma: no cover - scipy comes with scikit-learn
+    _erf = np.vectorize(math.erf, otypes=[np.float64])
+
+SQRT_HALF = 1.0 / math.sqrt(2.0)
+INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    return _erf(x).astype(x.dtype, copy=False)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finalizer on uint64 (wrapping arithmetic)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def dropout_uniform(seed: int, count: int) -> np.ndarray:
+    """Uniform [0, 1) float64 of elements 0..count-1 for this seed (see dropout_forward)."""
+    e = np.arange(1, count + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = np.uint64(seed & MASK64) + e * np.uint64(GOLDEN)
+        h = splitmix64(x)
+    return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+class NumpyBackend(Backend):
+    """Plain NumPy kernels; the Python plan driver of the base class."""
+
+    name = "numpy"
+
+    # out (B, OC) = inp (B, C) @ weight (C, OC) + bias (OC)
+    def matmul_forward(self, out, inp, weight, bias):
+        np.matmul(inp, weight, out=out)
+        out += bias
+
+    # dinp (B, C) = dout (B, OC) @ weight.T ; dweight (C, OC) = inp.T @ dout ; dbias = Σ_rows dout
+    def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
+        if dinp is not None:
+            np.matmul(dout, weight.T, out=dinp)
+        np.matmul(inp.T, dout, out=dweight)
+        np.sum(dout, axis=0, out=dbias)
+
+    # out (B, N) = act(inp)
+    def activation_forward(self, kind, out, inp):
+        if kind == 0:  # identity
+            out[...] = inp
+        elif kind == 1:  # relu
+            np.maximum(inp, 0, out=out)
+        elif kind == 2:  # leaky_relu
+            np.multiply(inp, np.where(inp > 0, 1.0, LEAKY_SLOPE).astype(inp.dtype), out=out)
+        elif kind == 3:  # sigmoid, without overflow: exp of a non-positive number only
+            e = np.exp(-np.abs(inp))
+            np.divide(np.where(inp >= 0, 1.0, e), 1.0 + e, out=out)
+        elif kind == 4:  # tanh
+            np.tanh(inp, out=out)
+        elif kind == 5:  # gelu, erf form: x/2 (1 + erf(x/√2))
+            np.multiply(0.5 * inp, 1.0 + erf(inp * SQRT_HALF), out=out)
+        else:
+            raise ValueError(f"unknown activation code {kind}")
+
+    # dinp (B, N) = dout * act'(inp); out = act(inp)
+    def activation_backward(self, kind, dinp, dout, inp, out):
+        if kind == 0:
+            dinp[...] = dout
+        elif kind == 1:
+            np.multiply(dout, inp > 0, out=dinp)
+        elif kind == 2:
+            np.multiply(dout, np.where(inp > 0, 1.0, LEAKY_SLOPE).astype(inp.dtype), out=dinp)
+        elif kind == 3:  # σ' = σ (1 - σ)
+            np.multiply(dout, out * (1 - out), out=dinp)
+        elif kind == 4:  # tanh' = 1 - tanh²
+            np.multiply(dout, 1 - out * out, out=dinp)
+        elif kind == 5:  # gelu' = Φ(x) + x φ(x)
+            cdf = 0.5 * (1.0 + erf(inp * SQRT_HALF))
+            pdf = np.exp(-0.5 * inp * inp) * INV_SQRT_2PI
+            np.multiply(dout, cdf + inp * pdf, out=dinp)
+        else:
+            raise ValueError(f"unknown activation code {kind}")
+
+    # pred, dpred (B, K); target (B, K) or labels (B,)
+    def loss_forward_backward(self, kind, dpred, pred, target):
+        if kind == 0:  # mse: mean over all elements
+            np.subtract(pred, target, out=dpred)
+            loss = float(np.mean(np.square(dpred, dtype=np.float64)))
+            dpred *= pred.dtype.type(2.0 / pred.size)
+            return loss
+        if kind == 1:  # cross_entropy: softmax + NLL of integer labels, mean over rows
+            rows = pred.shape[0]
+            shifted = pred - pred.max(axis=1, keepdims=True)
+            np.exp(shifted, out=dpred)
+            sums = dpred.sum(axis=1, keepdims=True)
+            picked = shifted[np.arange(rows), target]
+            loss = float(np.mean(np.log(sums[:, 0].astype(np.float64)) - picked))
+            dpred /= sums  # softmax
+            dpred[np.arange(rows), target] -= 1
+            dpred *= pred.dtype.type(1.0 / rows)
+            return loss
+        if kind == 2:  # binary_cross_entropy from logits z: max(z,0) - z y + log(1 + e^-|z|)
+            z = pred
+            per = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
+            loss = float(np.mean(per, dtype=np.float64))
+            self.activation_forward(3, dpred, z)  # σ(z)
+            dpred -= target
+            dpred *= pred.dtype.type(1.0 / pred.size)
+            return loss
+        raise ValueError(f"unknown loss code {kind}")
+
+    # out, inp (B, N); gamma, beta, running stats, mean, var, rstd (N,)
+    def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
+                          running_mean, running_var, training, eps):
+        if training:
+            np.mean(inp, axis=0, out=mean)
+            np.subtract(inp, mean, out=out)
+            np.mean(np.square(out), axis=0, out=var)  # biased, as torch normalizes with it
+            np.divide(1.0, np.sqrt(var + eps), out=rstd)
+            out *= rstd
+        else:
+            np.subtract(inp, running_mean, out=out)
+            out /= np.sqrt(running_var + eps)
+        out *= gamma
+        out += beta
+
+    def batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
+        rows = inp.shape[0]
+        xhat = (inp - mean) * rstd
+        np.sum(dout, axis=0, out=dbeta)
+        np.sum(dout * xhat, axis=0, out=dgamma)
+        if dinp is not None:
+            # dx = rstd/B · (B·dxhat − Σ dxhat − xhat · Σ dxhat·xhat), dxhat = dout·gamma
+            dxhat = dout * gamma
+            np.multiply(dxhat, rows, out=dinp)
+            dinp -= dxhat.sum(axis=0)
+            dinp -= xhat * (dxhat * xhat).sum(axis=0)
+            dinp *= rstd / rows
+
+    def batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
+        unbiased = var * (rows / (rows - 1)) if rows > 1 else var
+        running_mean *= 1 - momentum
+        running_mean += momentum * mean
+        running_var *= 1 - momentum
+        running_var += momentum * unbiased
+
+    def dropout_forward(self, out, mask, inp, p, seed):
+        u = dropout_uniform(seed, mask.size).reshape(mask.shape)
+        scale = mask.dtype.type(1.0 / (1.0 - p))
+        np.multiply(u >= p, scale, out=mask)
+        np.multiply(inp, mask, out=out)
+
+    def dropout_backward(self, dinp, dout, mask):
+        np.multiply(dout, mask, out=dinp)
+
+    def sgd_update(self, params, grads, buf, hyper, step):
+        lr, momentum, dampening, nesterov, wd = unpack_sgd(hyper)
+        dt = params.dtype.type
+        g = grads + dt(wd) * params if wd else grads
+        if momentum:
+            if step == 1:
+                buf[...] = g
+            else:
+                buf *= dt(momentum)
+                buf += dt(1 - dampening) * g
+            g = g + dt(momentum) * buf if nesterov else buf
+        params -= dt(lr) * g
+
+    def adam_update(self, params, grads, m, v, hyper, step):
+        lr, beta1, beta2, eps, wd, decoupled = unpack_adam(hyper)
+        dt = params.dtype.type
+        g = grads
+        if wd:
+            if decoupled:
+                params *= dt(1 - lr * wd)
+            else:
+                g = grads + dt(wd) * params
+        m *= dt(beta1)
+        m += dt(1 - beta1) * g
+        v *= dt(beta2)
+        v += dt(1 - beta2) * (g * g)
+        bc1 = 1 - beta1**step
+        bc2 = 1 - beta2**step
+        denom = np.sqrt(v) / dt(math.sqrt(bc2))
+        denom += dt(eps)
+        params -= dt(lr / bc1) * (m / denom)
+
+
+BACKEND = NumpyBackend

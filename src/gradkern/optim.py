@@ -1,0 +1,185 @@
+"""Optimizers with the update rules of torch.optim's SGD, Adam and AdamW.
+
+An optimizer holds hyperparameters; its state (momentum buffer or Adam moments and the
+step count) lives in flat arrays laid out like the parameters, created on first use for
+one model. The update itself is a backend kernel: one pass over the flat buffers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .plan import aligned_zeros
+
+SGD_KIND, ADAM_KIND = 0, 1
+# columns of Optimizer.hyper, read by every backend's update kernel
+H_LR, H_MOM, H_DAMP, H_NESTEROV, H_WD, H_BETA1, H_BETA2, H_EPS, H_DECOUPLED = range(9)
+HYPER_COLS = 9
+
+
+def _check_number(name: str, value: float, low: float = 0.0, high: float = math.inf,
+                  high_open: bool = False) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+    if not math.isfinite(v) or v < low or v > high or (high_open and v >= high):
+        bracket = ")" if high_open else "]"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value!r}")
+    return v
+
+
+class Optimizer:
+    """Base class: hyperparameters in `hyper`, state in `buf1`, `buf2`, `step`."""
+
+    kind: int = -1
+
+    def __init__(self) -> None:
+        self.hyper = np.zeros(HYPER_COLS, dtype=np.float64)
+        self.buf1: np.ndarray | None = None
+        self.buf2: np.ndarray | None = None
+        self.step = np.zeros(1, dtype=np.int64)  # an array so compiled drivers update it
+        self._owner: tuple[int, np.dtype] | None = None
+
+    @property
+    def lr(self) -> float:
+        return float(self.hyper[H_LR])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.hyper[H_LR] = _check_number("lr", value)
+
+    def bind(self, n_params: int, dtype: np.dtype) -> None:
+        """Allocate state for a parameter buffer of this size, once."""
+        key = (n_params, np.dtype(dtype))
+        if self._owner == key:
+            return
+        if self._owner is not None:
+            raise ValueError(
+                "this optimizer already holds state for another model "
+                f"({self._owner[0]} {self._owner[1]} parameters); create a new one"
+            )
+        self.buf1 = aligned_zeros(n_params, dtype)
+        self.buf2 = aligned_zeros(n_params if self.kind == ADAM_KIND else 0, dtype)
+        self._owner = key
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        if self.buf1 is None:
+            return {}
+        out = {"buf1": self.buf1, "step": self.step}
+        if self.kind == ADAM_KIND:
+            out["buf2"] = self.buf2
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.buf1 is None:
+            raise ValueError("bind the optimizer to a model before loading its state")
+        self.buf1[...] = arrays["buf1"]
+        if self.kind == ADAM_KIND:
+            self.buf2[...] = arrays["buf2"]
+        self.step[...] = arrays["step"]
+
+    def snapshot(self) -> tuple:
+        """A copy of the state, to restore if a step is rejected."""
+        return (
+            None if self.buf1 is None else self.buf1.copy(),
+            None if self.buf2 is None else self.buf2.copy(),
+            self.step.copy(),
+        )
+
+    def restore(self, snap: tuple) -> None:
+        b1, b2, step = snap
+        if b1 is not None:
+            self.buf1[...] = b1
+        if b2 is not None:
+            self.buf2[...] = b2
+        self.step[...] = step
+
+    def config(self) -> dict:
+        raise NotImplementedError
+
+
+class SGD(Optimizer):
+    """torch.optim.SGD: p -= lr * (momentum buffer, Nesterov optional), coupled weight decay."""
+
+    kind = SGD_KIND
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+                 nesterov: bool = False, weight_decay: float = 0.0):
+        super().__init__()
+        self.hyper[H_LR] = _check_number("lr", lr)
+        self.hyper[H_MOM] = _check_number("momentum", momentum)
+        self.hyper[H_DAMP] = _check_number("dampening", dampening, 0.0, 1.0)
+        self.hyper[H_WD] = _check_number("weight_decay", weight_decay)
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        self.hyper[H_NESTEROV] = 1.0 if nesterov else 0.0
+
+    def config(self) -> dict:
+        h = self.hyper
+        return {"name": "SGD", "lr": h[H_LR], "momentum": h[H_MOM], "dampening": h[H_DAMP],
+                "nesterov": bool(h[H_NESTEROV]), "weight_decay": h[H_WD]}
+
+    def __repr__(self) -> str:
+        c = self.config()
+        return "SGD(" + ", ".join(f"{k}={v}" for k, v in c.items() if k != "name") + ")"
+
+
+class Adam(Optimizer):
+    """torch.optim.Adam: bias-corrected moments; weight_decay added to the gradient (L2)."""
+
+    kind = ADAM_KIND
+    decoupled = False
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__()
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"betas must be a pair, got {betas!r}")
+        self.hyper[H_LR] = _check_number("lr", lr)
+        self.hyper[H_BETA1] = _check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
+        self.hyper[H_BETA2] = _check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
+        self.hyper[H_EPS] = _check_number("eps", eps)
+        self.hyper[H_WD] = _check_number("weight_decay", weight_decay)
+        self.hyper[H_DECOUPLED] = 1.0 if self.decoupled else 0.0
+
+    def config(self) -> dict:
+        h = self.hyper
+        return {"name": type(self).__name__, "lr": h[H_LR], "betas": (h[H_BETA1], h[H_BETA2]),
+                "eps": h[H_EPS], "weight_decay": h[H_WD]}
+
+    def __repr__(self) -> str:
+        c = self.config()
+        return f"{c['name']}(" + ", ".join(f"{k}={v}" for k, v in c.items() if k != "name") + ")"
+
+
+class AdamW(Adam):
+    """torch.optim.AdamW: Adam with decoupled weight decay p *= 1 - lr * weight_decay."""
+
+    decoupled = True
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 1e-2):
+        super().__init__(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+
+
+def from_config(cfg: dict) -> Optimizer:
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    classes = {"SGD": SGD, "Adam": Adam, "AdamW": AdamW}
+    if name not in classes:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(classes)}")
+    return classes[name](**cfg)
+
+
+def make(name: str, lr: float | None = None, **kw) -> Optimizer:
+    """An optimizer by its lower-case name, as the command line spells it."""
+    table = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+    key = name.lower()
+    if key not in table:
+        raise ValueError(f"unknown optimizer {name!r}; known: {', '.join(table)}")
+    if lr is not None:
+        kw["lr"] = lr
+    return table[key](**kw)

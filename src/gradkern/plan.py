@@ -1,0 +1,221 @@
+"""A compiled model: layer kinds, sizes and offsets into flat buffers.
+
+A `Plan` is what every backend runs. It is plain data: one int64 row per layer in
+`ops` and one float64 row in `fargs`, so that the C and Numba drivers can walk it
+without touching Python objects. `Buffers` holds every array a step touches.
+
+Legend: B = batch rows, C = input features of a layer, OC = output features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+# ---- codes shared by every backend (the C header repeats them as an enum) ----
+
+ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu")
+LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
+
+DENSE, ACTIVATION, BATCHNORM, DROPOUT = 0, 1, 2, 3
+LAYER_KINDS = ("dense", "activation", "batchnorm", "dropout")
+
+# columns of Plan.ops
+K_KIND, K_IN, K_OUT, K_PA, K_PB, K_SA, K_SB, K_ACT, K_OUTOFF, K_CACHE = range(10)
+OPS_COLS = 10
+# columns of Plan.fargs: dropout p, or batchnorm eps and momentum
+F_P, F_EPS, F_MOM = 0, 0, 1
+FARGS_COLS = 2
+
+LEAKY_SLOPE = 0.01
+ALIGN_BYTES = 64
+
+
+def activation_code(name: str) -> int:
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS.index(name)
+
+
+def loss_code(name: str) -> int:
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
+    return LOSSES.index(name)
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return (n + multiple - 1) // multiple * multiple
+
+
+def aligned_zeros(n: int, dtype: np.dtype) -> np.ndarray:
+    """A zeroed 1-D array of n elements whose data starts on a 64-byte boundary."""
+    dtype = np.dtype(dtype)
+    pad = ALIGN_BYTES // dtype.itemsize
+    raw = np.zeros(n + pad, dtype=dtype)
+    shift = (-raw.ctypes.data % ALIGN_BYTES) // dtype.itemsize
+    return raw[shift : shift + n]
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of a plan, as the user declared it (sizes resolved)."""
+
+    kind: int
+    n_in: int
+    n_out: int
+    activation: int = 0
+    p: float = 0.0  # dropout rate
+    eps: float = 1e-5  # batchnorm
+    momentum: float = 0.1  # batchnorm
+
+
+class Plan:
+    """Layer table plus the offsets of every tensor in the flat buffers.
+
+    params: W (C, OC) and b (OC,) of each dense layer, gamma/beta of each batchnorm,
+            each tensor starting on a 64-byte boundary.
+    state:  running mean / running var of each batchnorm (not trained).
+    acts:   one (B, OC) output block per layer, for B up to the workspace capacity;
+            dacts mirrors it for the gradients.
+    cache:  per batchnorm layer the batch mean, biased variance and rstd (3·OC);
+            per dropout layer its (B, OC) mask of 0 or 1/(1-p).
+    """
+
+    def __init__(self, layers: list[LayerSpec], loss: str, dtype: str | np.dtype):
+        if not layers:
+            raise ValueError("a plan needs at least one layer")
+        self.layers = tuple(layers)
+        self.loss = loss
+        self.loss_code = loss_code(loss)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.n_in = layers[0].n_in
+        self.n_out = layers[-1].n_out
+        for prev, cur in zip(layers, layers[1:], strict=False):
+            if prev.n_out != cur.n_in:
+                raise ValueError(f"layer widths do not chain: {prev.n_out} -> {cur.n_in}")
+
+        align = ALIGN_BYTES // self.dtype.itemsize
+        ops = np.zeros((len(layers), OPS_COLS), dtype=np.int64)
+        fargs = np.zeros((len(layers), FARGS_COLS), dtype=np.float64)
+        p_off = s_off = a_off = c_off = 0  # params, state, per-row acts, cache (per-row part)
+        c_fixed = 0  # cache entries that do not scale with the batch
+        for i, L in enumerate(layers):
+            row = ops[i]
+            row[K_KIND], row[K_IN], row[K_OUT], row[K_ACT] = L.kind, L.n_in, L.n_out, L.activation
+            if L.kind == DENSE:
+                row[K_PA] = p_off
+                p_off = _round_up(p_off + L.n_in * L.n_out, align)
+                row[K_PB] = p_off
+                p_off = _round_up(p_off + L.n_out, align)
+            elif L.kind == BATCHNORM:
+                row[K_PA] = p_off
+                p_off = _round_up(p_off + L.n_out, align)
+                row[K_PB] = p_off
+                p_off = _round_up(p_off + L.n_out, align)
+                row[K_SA], row[K_SB] = s_off, s_off + L.n_out
+                s_off += 2 * L.n_out
+                row[K_CACHE] = c_fixed  # batch mean, biased var, rstd: 3*OC entries
+                c_fixed += 3 * L.n_out
+                fargs[i, F_EPS], fargs[i, F_MOM] = L.eps, L.momentum
+            elif L.kind == DROPOUT:
+                row[K_CACHE] = -1 - c_off  # negative: a per-row block, resolved below
+                c_off += L.n_out
+                fargs[i, F_P] = L.p
+            row[K_OUTOFF] = a_off  # scaled by the capacity in Buffers
+            a_off += L.n_out
+        self.ops = ops
+        self.fargs = fargs
+        self.n_params = p_off
+        self.n_state = s_off
+        self.acts_per_row = a_off
+        self.cache_fixed = c_fixed
+        self.cache_per_row = c_off
+
+    # -- geometry -------------------------------------------------------------
+    def dense_layers(self) -> list[int]:
+        return [i for i, L in enumerate(self.layers) if L.kind == DENSE]
+
+    def param_views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(W, b) views of each dense layer, (gamma, beta) of each batchnorm, in order."""
+        out = []
+        for i, L in enumerate(self.layers):
+            r = self.ops[i]
+            if L.kind == DENSE:
+                W = flat[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
+                b = flat[r[K_PB] : r[K_PB] + L.n_out]
+                out.append((W, b))
+            elif L.kind == BATCHNORM:
+                out.append((flat[r[K_PA] : r[K_PA] + L.n_out], flat[r[K_PB] : r[K_PB] + L.n_out]))
+        return out
+
+    def flops_per_step(self, batch: int) -> int:
+        """DESIGN §7: 6·B·Σ C·OC − 2·B·C0·OC0 (no input gradient for the first layer)."""
+        dense = [L for L in self.layers if L.kind == DENSE]
+        total = sum(6 * batch * L.n_in * L.n_out for L in dense)
+        return total - 2 * batch * dense[0].n_in * dense[0].n_out
+
+    def describe(self) -> str:
+        parts = []
+        for L in self.layers:
+            if L.kind == DENSE:
+                parts.append(f"Dense({L.n_in}->{L.n_out})")
+            elif L.kind == ACTIVATION:
+                parts.append(ACTIVATIONS[L.activation])
+            elif L.kind == BATCHNORM:
+                parts.append(f"BatchNorm({L.n_out})")
+            else:
+                parts.append(f"Dropout({L.p})")
+        return " -> ".join(parts) + f" | loss={self.loss} dtype={self.dtype}"
+
+
+class Buffers:
+    """Every array a step touches, allocated once: params, grads, state, workspace."""
+
+    def __init__(self, plan: Plan, capacity: int = 0):
+        self.plan = plan
+        dt = plan.dtype
+        self.params = aligned_zeros(plan.n_params, dt)
+        self.grads = aligned_zeros(plan.n_params, dt)
+        self.state = aligned_zeros(plan.n_state, dt)
+        self.capacity = 0
+        self.acts = self.dacts = self.cache = aligned_zeros(0, dt)
+        self.ensure_capacity(max(capacity, 1))
+
+    def ensure_capacity(self, rows: int) -> None:
+        """Grow the workspace to hold `rows` batch rows (the only place it allocates)."""
+        if rows <= self.capacity:
+            return
+        p, dt = self.plan, self.plan.dtype
+        self.acts = aligned_zeros(p.acts_per_row * rows, dt)
+        self.dacts = aligned_zeros(p.acts_per_row * rows, dt)
+        self.cache = aligned_zeros(p.cache_fixed + p.cache_per_row * rows, dt)
+        self.capacity = rows
+        # offsets in elements, for the compiled drivers: out_off[i] and cache_off[i]
+        ops = p.ops
+        self.out_off = ops[:, K_OUTOFF] * rows
+        cache_off = ops[:, K_CACHE].copy()
+        per_row = cache_off < 0
+        cache_off[per_row] = p.cache_fixed + (-1 - cache_off[per_row]) * rows
+        self.cache_off = cache_off
+
+    # -- views for the Python driver -------------------------------------------
+    def out(self, i: int, rows: int) -> np.ndarray:
+        n = self.plan.layers[i].n_out
+        o = self.out_off[i]
+        return self.acts[o : o + rows * n].reshape(rows, n)
+
+    def dout(self, i: int, rows: int) -> np.ndarray:
+        n = self.plan.layers[i].n_out
+        o = self.out_off[i]
+        return self.dacts[o : o + rows * n].reshape(rows, n)
+
+    def cache_block(self, i: int, size: int) -> np.ndarray:
+        o = self.cache_off[i]
+        return self.cache[o : o + size]
+
+    def nbytes(self) -> int:
+        arrays = (self.params, self.grads, self.state, self.acts, self.dacts, self.cache)
+        return int(sum(a.nbytes for a in arrays))
