@@ -1,8 +1,34 @@
-"""gradkern: train multilayer perceptrons by backpropagation on the CPU."""
+"""gradkern: train multilayer perceptrons by backpropagation on the CPU.
 
-from . import backends, optim
-from .plan import Buffers, Plan
+    import gradkern as gk
+    model = gk.MLP([64, 128, 10], activation="relu", loss="cross_entropy", backend="auto")
+    history = model.fit(X, y, epochs=20, batch_size=64, optimizer=gk.optim.Adam(lr=1e-3))
+"""
+
+from . import backends, datasets, optim
+from .checkpoint import CheckpointError, load
+from .layers import (
+    GELU,
+    Activation,
+    BatchNorm,
+    Dense,
+    Dropout,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Sigmoid,
+    Tanh,
+)
+from .model import MLP, Sequential, TrainingDiverged
+from .plan import ACTIVATIONS, LOSSES, Buffers, Plan
+from .threads import get_threads, set_threads
+from .trainer import EarlyStopping, History
 
 __version__ = "0.1.0"
 
-__all__ = ["Buffers", "Plan", "backends", "optim"]
+__all__ = [
+    "ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "Buffers", "CheckpointError", "Dense",
+    "Dropout", "EarlyStopping", "GELU", "History", "Identity", "LeakyReLU", "MLP", "Plan", "ReLU",
+    "Sequential", "Sigmoid", "Tanh", "TrainingDiverged", "backends", "datasets", "get_threads",
+    "load", "optim", "set_threads",
+]

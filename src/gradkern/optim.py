@@ -119,8 +119,9 @@ class SGD(Optimizer):
 
     def config(self) -> dict:
         h = self.hyper
-        return {"name": "SGD", "lr": h[H_LR], "momentum": h[H_MOM], "dampening": h[H_DAMP],
-                "nesterov": bool(h[H_NESTEROV]), "weight_decay": h[H_WD]}
+        return {"name": "SGD", "lr": float(h[H_LR]), "momentum": float(h[H_MOM]),
+                "dampening": float(h[H_DAMP]), "nesterov": bool(h[H_NESTEROV]),
+                "weight_decay": float(h[H_WD])}
 
     def __repr__(self) -> str:
         c = self.config()
@@ -147,8 +148,9 @@ class Adam(Optimizer):
 
     def config(self) -> dict:
         h = self.hyper
-        return {"name": type(self).__name__, "lr": h[H_LR], "betas": (h[H_BETA1], h[H_BETA2]),
-                "eps": h[H_EPS], "weight_decay": h[H_WD]}
+        return {"name": type(self).__name__, "lr": float(h[H_LR]),
+                "betas": (float(h[H_BETA1]), float(h[H_BETA2])), "eps": float(h[H_EPS]),
+                "weight_decay": float(h[H_WD])}
 
     def __repr__(self) -> str:
         c = self.config()

@@ -1,0 +1,247 @@
+"""The `gradkern` command line: demo, train, bench, check, vanishing, backends."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import time
+
+import numpy as np
+
+DEMO_SIZES = [256, 128]  # hidden layers of the demo model
+DEMO_EPOCHS = 30
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table with aligned columns."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+# --------------------------------------------------------------------- backends
+def cmd_backends(args) -> int:
+    import gradkern as gk
+
+    rows = []
+    for name, state in gk.backends.status().items():
+        detail = ""
+        if state == "available":
+            info = gk.backends.info(name)
+            detail = ", ".join(f"{k}={v}" for k, v in info.items() if k != "warning")
+            if "warning" in info:
+                detail += f" — WARNING: {info['warning']}"
+        rows.append([name, "yes" if state == "available" else "no",
+                     detail if state == "available" else state])
+    print(_table(["backend", "available", "details / reason"], rows))
+    print(f"\ndefault (auto): {gk.backends.default_name()}   threads: {gk.get_threads()}   "
+          f"GRADKERN_BACKEND={os.environ.get('GRADKERN_BACKEND', '')!r}")
+    return 0
+
+
+# ------------------------------------------------------------------------ train
+def _build_parser_train(sub) -> None:
+    p = sub.add_parser("train", help="train an MLP on a data set or a .csv/.npz file")
+    p.add_argument("--data", default="digits",
+                   help="digits, breast_cancer, wine, iris, diabetes, regression, spirals, "
+                        "or a path to a .csv/.npz (default: digits)")
+    p.add_argument("--target", default=None, help="target column of a .csv (default: last)")
+    p.add_argument("--hidden", default="256,128", help="hidden layer sizes, comma-separated")
+    p.add_argument("--activation", default="relu")
+    p.add_argument("--loss", default=None, help="default: inferred from the task")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"])
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-3 (Adam), 0.05 (SGD)")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--batchnorm", action="store_true")
+    p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--backend", default="auto")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience")
+    p.add_argument("--save", default=None, help="write the trained model to this path")
+    p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
+    p.set_defaults(func=cmd_train)
+
+
+def _make_optimizer(name: str, lr: float | None, momentum: float, weight_decay: float):
+    import gradkern as gk
+
+    if name == "sgd":
+        return gk.optim.SGD(lr=lr if lr is not None else 0.05, momentum=momentum,
+                            weight_decay=weight_decay)
+    cls = gk.optim.Adam if name == "adam" else gk.optim.AdamW
+    return cls(lr=lr if lr is not None else 1e-3, weight_decay=weight_decay)
+
+
+def cmd_train(args) -> int:
+    import gradkern as gk
+
+    if args.threads:
+        gk.set_threads(args.threads)
+    data = (gk.datasets.load_file(args.data, target=args.target, seed=args.seed)
+            if args.target is not None else gk.datasets.load(args.data, seed=args.seed))
+    try:
+        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+    except ValueError:
+        raise SystemExit(f"--hidden must be comma-separated integers, got {args.hidden!r}")
+    loss = args.loss or data.loss
+    model = gk.MLP([data.n_features, *hidden, data.n_outputs], activation=args.activation,
+                   loss=loss, dtype=args.dtype, backend=args.backend, seed=args.seed,
+                   batchnorm=args.batchnorm, dropout=args.dropout)
+    opt = _make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
+    print(f"data: {data}\nmodel: {model}\noptimizer: {opt!r}")
+    def show(epoch: int, figures: dict) -> None:
+        line = "  ".join(f"{k} {v:.4f}" for k, v in figures.items())
+        print(f"epoch {epoch:3d}/{args.epochs}  {line}", flush=True)
+
+    t0 = time.perf_counter()
+    history = model.fit(data.X_train, data.y_train, epochs=args.epochs,
+                        batch_size=args.batch_size, optimizer=opt,
+                        validation_data=(data.X_test, data.y_test),
+                        early_stopping=args.patience, progress=False,
+                        on_epoch=None if args.quiet else show)
+    if history.stopped_early:
+        print(f"early stop after epoch {history.epochs_run}: best epoch {history.best_epoch}")
+    seconds = time.perf_counter() - t0
+    result = model.evaluate(data.X_test, data.y_test)
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in result.items())
+    print(f"\ntest: {figures}   ({history.epochs_run} epochs, {seconds:.2f} s, "
+          f"backend {model.backend_name})")
+    if args.save:
+        model.save(args.save)
+        print(f"saved to {args.save}")
+    return 0
+
+
+# ------------------------------------------------------------------------- demo
+def demo_table(epochs: int = DEMO_EPOCHS, backends: list[str] | None = None, seed: int = 0,
+               progress: bool = True) -> tuple[list[dict], str]:
+    """Train the demo model on digits with each backend; rows of figures and the table."""
+    import gradkern as gk
+
+    data = gk.datasets.load("digits", seed=seed)
+    names = backends or gk.backends.available()
+    sizes = [data.n_features, *DEMO_SIZES, data.n_outputs]
+    # one fixed batch for the gradient comparison
+    xb, yb = data.X_train[:64], data.y_train[:64]
+    ref_grads = None
+    results = []
+    for name in names:
+        # first call on a fresh model: includes any JIT compilation or lazy loading
+        warm = gk.MLP(sizes, loss="cross_entropy", backend=name, seed=seed)
+        t0 = time.perf_counter()
+        warm.fit(data.X_train[:128], data.y_train[:128], epochs=1, batch_size=64,
+                 progress=False)
+        first_call = time.perf_counter() - t0
+
+        model = gk.MLP(sizes, loss="cross_entropy", backend=name, seed=seed)
+        _, grads = model.gradients(xb, yb)
+        flat = np.concatenate([np.concatenate([a.ravel(), b.ravel()]) for a, b in grads])
+        if ref_grads is None:
+            ref_grads = flat
+        if progress:
+            print(f"training on {name} ...", flush=True)
+        h = model.fit(data.X_train, data.y_train, epochs=epochs, batch_size=64,
+                      optimizer=gk.optim.Adam(lr=1e-3), progress=progress)
+        ev = model.evaluate(data.X_test, data.y_test)
+        sec = float(np.median(h["seconds"]))
+        results.append({"backend": name, "test_accuracy": ev["accuracy"],
+                        "test_loss": ev["loss"], "seconds_per_epoch": sec,
+                        "first_call_seconds": first_call,
+                        "max_grad_diff": float(np.max(np.abs(flat - ref_grads)))})
+    base = next((r["seconds_per_epoch"] for r in results if r["backend"] == "numpy"), None)
+    rows = []
+    for r in results:
+        speed = f"{base / r['seconds_per_epoch']:.1f}×" if base else "n/a"
+        r["speed_vs_numpy"] = base / r["seconds_per_epoch"] if base else None
+        rows.append([r["backend"], f"{r['test_accuracy']:.4f}", f"{r['seconds_per_epoch'] * 1e3:.1f}",
+                     speed, f"{r['first_call_seconds']:.2f}", f"{r['max_grad_diff']:.2e}"])
+    table = _table(["backend", "test accuracy", "ms/epoch (median)", "speed vs numpy",
+                    "first call s (incl. compile)", f"max |grad − {names[0]}| (one batch)"], rows)
+    return results, table
+
+
+def cmd_demo(args) -> int:
+    import gradkern as gk
+
+    if args.threads:
+        gk.set_threads(args.threads)
+    print(f"gradkern {gk.__version__} demo: MLP {[64, *DEMO_SIZES, 10]} (relu, cross_entropy, "
+          f"float32) on scikit-learn digits, Adam lr 1e-3, batch 64, {args.epochs} epochs\n")
+    status = gk.backends.status()
+    for name, state in status.items():
+        if state != "available":
+            print(f"  backend {name}: not available ({state})")
+    backends = args.backends.split(",") if args.backends else None
+    _, table = demo_table(epochs=args.epochs, backends=backends, progress=not args.quiet)
+    print()
+    print(table)
+    return 0
+
+
+# ---------------------------------------------------------------------- parsing
+def _delegate(module: str):
+    """A subcommand implemented in its own module, with its own argument parser."""
+    def run(args) -> int:
+        mod = importlib.import_module(f"gradkern.{module}")
+        return int(mod.main(args.rest) or 0)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gradkern",
+                                     description="Train MLPs by backpropagation on the CPU.")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="command")
+
+    p = sub.add_parser("demo", help="train the demo model on digits with every backend")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    p.add_argument("--backends", default=None, help="comma-separated (default: all available)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    _build_parser_train(sub)
+
+    p = sub.add_parser("backends", help="list backends, their availability or the reason")
+    p.set_defaults(func=cmd_backends)
+
+    for name, module, text in (
+        ("bench", "bench", "benchmark report: step time against depth and width"),
+        ("check", "check", "cross-check every backend: finite differences, reference, PyTorch"),
+        ("vanishing", "vanishing", "the vanishing-gradient experiment"),
+    ):
+        p = sub.add_parser(name, help=text, add_help=False)
+        p.add_argument("rest", nargs=argparse.REMAINDER)
+        p.set_defaults(func=_delegate(module))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        import gradkern as gk
+
+        print(gk.__version__)
+        return 0
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
+        print(f"gradkern: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,422 @@
+"""The user-facing models: `Sequential` (a list of layers) and `MLP` (its shortcut).
+
+A model compiles its layers to a Plan once, owns one Buffers (flat params, grads,
+state and workspace) and runs on a backend from the registry. It never asks which
+backend that is: `to_backend` swaps it, the buffers stay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence as SequenceABC
+
+import numpy as np
+
+from . import backends as _backends
+from . import optim as _optim
+from ._validate import check_int, check_sizes, check_X, check_y
+from .layers import Activation, BatchNorm, Dense, Dropout, Layer
+from .plan import (
+    ACTIVATION,
+    ACTIVATIONS,
+    BATCHNORM,
+    DENSE,
+    K_PA,
+    K_PB,
+    K_SA,
+    K_SB,
+    LOSSES,
+    Buffers,
+    Plan,
+)
+
+INITS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
+         "lecun_uniform", "naive")
+_INIT_ALIASES = {"he": "he_normal", "kaiming": "he_normal", "xavier": "xavier_normal",
+                 "glorot": "xavier_normal", "lecun": "lecun_normal"}
+PREDICT_CHUNK = 4096  # rows per inference call: bounds the workspace predict needs
+
+
+class TrainingDiverged(FloatingPointError):
+    """A step produced a non-finite loss or gradient norm; it was not applied."""
+
+
+def default_init(activation: str) -> str:
+    """He for the ReLU family, Xavier (Glorot) for sigmoid and tanh, LeCun for identity."""
+    if activation in ("relu", "leaky_relu", "gelu"):
+        return "he_normal"
+    if activation in ("sigmoid", "tanh"):
+        return "xavier_normal"
+    return "lecun_normal"
+
+
+def init_weight(W: np.ndarray, scheme: str, rng: np.random.Generator) -> None:
+    """Fill W (fan_in, fan_out) in place by the named scheme."""
+    fan_in, fan_out = W.shape
+    if scheme == "naive":
+        W[...] = rng.normal(0.0, 0.01, size=W.shape)
+        return
+    family, dist = scheme.split("_")
+    var = {"he": 2.0 / fan_in, "xavier": 2.0 / (fan_in + fan_out), "lecun": 1.0 / fan_in}[family]
+    if dist == "normal":
+        W[...] = rng.normal(0.0, math.sqrt(var), size=W.shape)
+    else:
+        bound = math.sqrt(3.0 * var)
+        W[...] = rng.uniform(-bound, bound, size=W.shape)
+
+
+def _resolve_init(init: str | None) -> str | None:
+    if init is None:
+        return None
+    if not isinstance(init, str):
+        raise TypeError(f"init must be a name, got {init!r}")
+    init = _INIT_ALIASES.get(init, init)
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; known: {', '.join(INITS)} "
+                         f"(and {', '.join(_INIT_ALIASES)})")
+    return init
+
+
+class Sequential:
+    """A stack of layers trained by backpropagation on a gradkern backend."""
+
+    def __init__(self, layers: SequenceABC[Layer], input_size: int, loss: str = "mse",
+                 dtype: str = "float32", backend: str = "auto", seed: int = 0,
+                 init: str | None = None):
+        if not isinstance(layers, SequenceABC) or not layers:
+            raise ValueError("Sequential needs a non-empty list of layers")
+        for layer in layers:
+            if not isinstance(layer, Layer):
+                raise TypeError(f"not a gradkern layer: {layer!r}")
+        if not any(isinstance(layer, Dense) for layer in layers):
+            raise ValueError("a model needs at least one Dense layer")
+        input_size = check_int(input_size, "input_size")
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; known: {', '.join(LOSSES)}")
+        dt = np.dtype(dtype) if isinstance(dtype, (str, np.dtype, type)) else None
+        if dt is None or dt not in (np.float32, np.float64):
+            raise TypeError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+        seed = check_int(seed, "seed", low=0)
+        self.layers = list(layers)
+        self.input_size = input_size
+        self.loss = loss
+        self.dtype = dt
+        self.seed = seed
+        self.init = _resolve_init(init)
+        specs, n = [], input_size
+        for layer in self.layers:
+            spec = layer.spec(n)
+            specs.append(spec)
+            n = spec.n_out
+        self.plan = Plan(specs, loss, dt)
+        self.bufs = Buffers(self.plan, capacity=1)
+        self.backend = _backends.get(backend)
+        self._rng = np.random.default_rng(seed)  # data order and dropout seeds
+        self._initialize()
+
+    # ---------------------------------------------------------------- structure
+    @property
+    def n_outputs(self) -> int:
+        return self.plan.n_out
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.loss in ("cross_entropy", "binary_cross_entropy")
+
+    def _initialize(self) -> None:
+        rng = np.random.default_rng(self.seed)
+        params = self.bufs.params
+        params[...] = 0
+        layers = self.plan.layers
+        for i, L in enumerate(layers):
+            r = self.plan.ops[i]
+            if L.kind == DENSE:
+                nxt = next((M for M in layers[i + 1:] if M.kind in (DENSE, ACTIVATION)), None)
+                act = ACTIVATIONS[nxt.activation] if nxt is not None and nxt.kind == ACTIVATION \
+                    else "identity"
+                scheme = self.init or default_init(act)
+                W = params[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
+                init_weight(W, scheme, rng)
+            elif L.kind == BATCHNORM:
+                params[r[K_PA] : r[K_PA] + L.n_out] = 1.0  # gamma
+        state = self.bufs.state
+        for i, L in enumerate(layers):
+            if L.kind == BATCHNORM:
+                r = self.plan.ops[i]
+                state[r[K_SA] : r[K_SA] + L.n_out] = 0.0  # running mean
+                state[r[K_SB] : r[K_SB] + L.n_out] = 1.0  # running var
+
+    def named_parameters(self) -> dict[str, np.ndarray]:
+        """Every trainable array and buffer by torch-style name, as views (W is (in, out))."""
+        out: dict[str, np.ndarray] = {}
+        p, s = self.bufs.params, self.bufs.state
+        for i, L in enumerate(self.plan.layers):
+            r = self.plan.ops[i]
+            if L.kind == DENSE:
+                out[f"{i}.weight"] = p[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
+                out[f"{i}.bias"] = p[r[K_PB] : r[K_PB] + L.n_out]
+            elif L.kind == BATCHNORM:
+                out[f"{i}.weight"] = p[r[K_PA] : r[K_PA] + L.n_out]
+                out[f"{i}.bias"] = p[r[K_PB] : r[K_PB] + L.n_out]
+                out[f"{i}.running_mean"] = s[r[K_SA] : r[K_SA] + L.n_out]
+                out[f"{i}.running_var"] = s[r[K_SB] : r[K_SB] + L.n_out]
+        return out
+
+    def _grad_views(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        g = self.bufs.grads
+        for i, L in enumerate(self.plan.layers):
+            r = self.plan.ops[i]
+            if L.kind == DENSE:
+                out[f"{i}.weight"] = g[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
+                out[f"{i}.bias"] = g[r[K_PB] : r[K_PB] + L.n_out]
+            elif L.kind == BATCHNORM:
+                out[f"{i}.weight"] = g[r[K_PA] : r[K_PA] + L.n_out]
+                out[f"{i}.bias"] = g[r[K_PB] : r[K_PB] + L.n_out]
+        return out
+
+    def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Copies of [(W (in, out), b (out,)), ...] per Dense layer, then (gamma, beta) of
+        each BatchNorm, in layer order."""
+        return [(a.copy(), b.copy()) for a, b in self.plan.param_views(self.bufs.params)]
+
+    def set_weights(self, weights) -> None:
+        """Load [(W, b), ...] as get_weights returns it; all are checked before any is set."""
+        views = self.plan.param_views(self.bufs.params)
+        try:
+            weights = [tuple(pair) for pair in weights]
+        except TypeError:
+            raise TypeError("weights must be a list of (W, b) pairs") from None
+        if len(weights) != len(views):
+            raise ValueError(f"expected {len(views)} (W, b) pairs, got {len(weights)}")
+        checked = []
+        for k, (pair, (vw, vb)) in enumerate(zip(weights, views, strict=True)):
+            if len(pair) != 2:
+                raise ValueError(f"weights[{k}] must be a (W, b) pair")
+            arrs = []
+            for a, v, nm in ((pair[0], vw, "W"), (pair[1], vb, "b")):
+                a = np.asarray(a)
+                if a.dtype.kind not in "iuf" or a.dtype == np.float16:
+                    raise TypeError(f"weights[{k}] {nm} has unsupported dtype {a.dtype}")
+                if a.shape != v.shape:
+                    raise ValueError(f"weights[{k}] {nm} has shape {a.shape}, expected {v.shape}")
+                if not np.isfinite(a).all():
+                    raise ValueError(f"weights[{k}] {nm} contains NaN or inf")
+                arrs.append(a)
+            checked.append(arrs)
+        for (a, b), (vw, vb) in zip(checked, views, strict=True):
+            vw[...] = a
+            vb[...] = b
+
+    def to_backend(self, name: str) -> Sequential:
+        """Run on another backend from now on; the weights stay as they are. Returns self."""
+        self.backend = _backends.get(name)
+        return self
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}({self.plan.describe()}, backend={self.backend.name!r}, "
+                f"params={self.count_params()})")
+
+    def count_params(self) -> int:
+        return int(sum(v.size for v in self._grad_views().values()))
+
+    def config(self) -> dict:
+        return {"class": "Sequential", "layers": [layer.config() for layer in self.layers],
+                "input_size": self.input_size, "loss": self.loss, "dtype": str(self.dtype),
+                "seed": self.seed, "init": self.init}
+
+    # --------------------------------------------------------------- validation
+    def _check_X(self, X, what: str = "X") -> np.ndarray:
+        return check_X(X, self.input_size, self.dtype, what)
+
+    def _check_Xy(self, X, y, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+        Xc = self._check_X(X, f"X{what}")
+        yc = check_y(y, Xc.shape[0], self.loss, self.n_outputs, self.dtype, f"y{what}",
+                     x_shape=np.shape(X))
+        return Xc, yc
+
+    def _check_training_batch(self, rows: int) -> None:
+        if rows < 2 and any(L.kind == BATCHNORM for L in self.plan.layers):
+            raise ValueError("batch normalization needs more than one row per training batch")
+
+    # ---------------------------------------------------------------- inference
+    def _forward_chunks(self, X: np.ndarray) -> np.ndarray:
+        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        chunk = min(PREDICT_CHUNK, X.shape[0])
+        self.bufs.ensure_capacity(chunk)
+        for start in range(0, X.shape[0], chunk):
+            part = X[start : start + chunk]
+            out[start : start + part.shape[0]] = self.backend.forward(self.plan, self.bufs, part)
+        return out
+
+    def predict_raw(self, X) -> np.ndarray:
+        """The network's outputs (N, K) in inference mode: logits for classifiers."""
+        return self._forward_chunks(self._check_X(X))
+
+    def predict(self, X) -> np.ndarray:
+        """Class labels (N,) for classifiers; predictions for regression ((N,) for one output)."""
+        raw = self.predict_raw(X)
+        if self.loss == "cross_entropy":
+            return raw.argmax(axis=1)
+        if self.loss == "binary_cross_entropy":
+            labels = (raw > 0).astype(np.int64)
+            return labels[:, 0] if self.n_outputs == 1 else labels
+        return raw[:, 0] if self.n_outputs == 1 else raw
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Class probabilities: softmax (N, K) for cross_entropy; for binary_cross_entropy
+        (N, 2) with one output (as scikit-learn), else per-output sigmoids (N, K)."""
+        if not self.is_classifier:
+            raise ValueError(f"predict_proba needs a classification loss, not {self.loss!r}")
+        raw = self.predict_raw(X).astype(np.float64)
+        if self.loss == "cross_entropy":
+            e = np.exp(raw - raw.max(axis=1, keepdims=True))
+            return (e / e.sum(axis=1, keepdims=True)).astype(self.dtype)
+        p = 0.5 * (1.0 + np.tanh(0.5 * raw))
+        if self.n_outputs == 1:
+            p = np.hstack([1.0 - p, p])
+        return p.astype(self.dtype)
+
+    def evaluate(self, X, y) -> dict[str, float]:
+        """Mean loss in inference mode, plus accuracy for classifiers (R² for mse)."""
+        Xc, yc = self._check_Xy(X, y)
+        return self._evaluate_checked(Xc, yc)
+
+    def _evaluate_checked(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        chunk = min(PREDICT_CHUNK, X.shape[0])
+        self.bufs.ensure_capacity(chunk)
+        last = len(self.plan.layers) - 1
+        total, raw = 0.0, np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        for start in range(0, X.shape[0], chunk):
+            xs, ys = X[start : start + chunk], y[start : start + chunk]
+            pred = self.backend.forward(self.plan, self.bufs, xs)
+            raw[start : start + xs.shape[0]] = pred
+            dpred = self.bufs.dout(last, xs.shape[0])
+            total += xs.shape[0] * self.backend.loss_forward_backward(
+                self.plan.loss_code, dpred, pred, ys)
+        result = {"loss": total / X.shape[0]}
+        if self.loss == "cross_entropy":
+            result["accuracy"] = float(np.mean(raw.argmax(axis=1) == y))
+        elif self.loss == "binary_cross_entropy":
+            result["accuracy"] = float(np.mean((raw > 0) == (y > 0.5)))
+        else:
+            ss_res = float(np.sum((raw.astype(np.float64) - y) ** 2))
+            ss_tot = float(np.sum((y - y.mean(axis=0)) ** 2))
+            result["r2"] = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+        return result
+
+    # ----------------------------------------------------------------- training
+    def gradients(self, X, y) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+        """Loss and [(dW, db), ...] (training mode, whole X as one batch); nothing changes."""
+        Xc, yc = self._check_Xy(X, y)
+        self._check_training_batch(Xc.shape[0])
+        loss = self._gradients_checked(Xc, yc)
+        return loss, [(a.copy(), b.copy()) for a, b in self.plan.param_views(self.bufs.grads)]
+
+    def named_gradients(self, X, y) -> tuple[float, dict[str, np.ndarray]]:
+        """Loss and every gradient by parameter name (as named_parameters)."""
+        Xc, yc = self._check_Xy(X, y)
+        self._check_training_batch(Xc.shape[0])
+        loss = self._gradients_checked(Xc, yc)
+        return loss, {k: v.copy() for k, v in self._grad_views().items()}
+
+    def _gradients_checked(self, X: np.ndarray, y: np.ndarray) -> float:
+        self.bufs.ensure_capacity(X.shape[0])
+        seed = self._peek_seed()
+        return self.backend.gradients(self.plan, self.bufs, X, y, seed)
+
+    def _peek_seed(self) -> int:
+        """The dropout seed the next step would draw, without advancing the generator."""
+        state = self._rng.bit_generator.state
+        seed = int(self._rng.integers(0, 2**64, dtype=np.uint64))
+        self._rng.bit_generator.state = state
+        return seed
+
+    def train_step(self, X, y, optimizer: _optim.Optimizer, clip_norm: float | None = None
+                   ) -> float:
+        """One gradient step on this batch; returns its loss (before the update)."""
+        if not isinstance(optimizer, _optim.Optimizer):
+            raise TypeError(f"optimizer must be a gk.optim optimizer, got {optimizer!r}")
+        Xc, yc = self._check_Xy(X, y)
+        self._check_training_batch(Xc.shape[0])
+        optimizer.bind(self.plan.n_params, self.dtype)
+        self.bufs.ensure_capacity(Xc.shape[0])
+        state = self._rng.bit_generator.state
+        seed = int(self._rng.integers(0, 2**64, dtype=np.uint64))
+        loss, gnorm = self.backend.train_step(self.plan, self.bufs, Xc, yc, optimizer, seed,
+                                              float(clip_norm or 0.0))
+        if not (math.isfinite(loss) and math.isfinite(gnorm)):
+            self._rng.bit_generator.state = state
+            raise TrainingDiverged(
+                f"step rejected: loss {loss}, gradient norm {gnorm}; the weights were not "
+                "updated (lower the learning rate, or clip gradients with clip_norm)")
+        return loss
+
+    def fit(self, X, y, epochs: int = 10, batch_size: int = 32,
+            optimizer: _optim.Optimizer | None = None, **kwargs):
+        """Train by minibatch backpropagation; returns a History. See gradkern.trainer.fit."""
+        from .trainer import fit
+
+        return fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                   **kwargs)
+
+    # -------------------------------------------------------------- persistence
+    def save(self, path) -> None:
+        """Write weights and architecture to a safetensors file, atomically."""
+        from .checkpoint import save_model
+
+        save_model(self, path)
+
+    def state_snapshot(self) -> tuple[np.ndarray, np.ndarray, dict]:
+        return self.bufs.params.copy(), self.bufs.state.copy(), self._rng.bit_generator.state
+
+    def restore_snapshot(self, snap) -> None:
+        params, state, rng_state = snap
+        self.bufs.params[...] = params
+        self.bufs.state[...] = state
+        self._rng.bit_generator.state = rng_state
+
+
+class MLP(Sequential):
+    """Dense layers of the given sizes with one activation between them.
+
+    MLP([64, 128, 10]) is Dense(128) -> act -> Dense(10). batchnorm=True puts a
+    BatchNorm after each hidden Dense, before its activation; dropout=p a Dropout
+    after each hidden activation.
+    """
+
+    def __init__(self, layer_sizes, activation: str = "relu", loss: str = "mse",
+                 dtype: str = "float32", backend: str = "auto", seed: int = 0,
+                 init: str | None = None, batchnorm: bool = False, dropout: float = 0.0):
+        sizes = check_sizes(layer_sizes)
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+        layers: list[Layer] = []
+        for width in sizes[1:-1]:
+            layers.append(Dense(width))
+            if batchnorm:
+                layers.append(BatchNorm())
+            layers.append(Activation(activation))
+            if dropout:
+                layers.append(Dropout(dropout))
+        layers.append(Dense(sizes[-1]))
+        self.layer_sizes = sizes
+        self.activation = activation
+        self.batchnorm = bool(batchnorm)
+        self.dropout = float(dropout)
+        super().__init__(layers, input_size=sizes[0], loss=loss, dtype=dtype, backend=backend,
+                         seed=seed, init=init)
+
+    def config(self) -> dict:
+        cfg = super().config()
+        cfg.update({"class": "MLP", "layer_sizes": self.layer_sizes,
+                    "activation": self.activation, "batchnorm": self.batchnorm,
+                    "dropout": self.dropout})
+        return cfg
+
+
+__all__ = ["INITS", "MLP", "Sequential", "TrainingDiverged"]

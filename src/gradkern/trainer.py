@@ -1,0 +1,185 @@
+"""The training loop: epochs of shuffled minibatches, validation, early stopping.
+
+Each epoch is one backend call (`train_epoch`): the compiled backends run all of its
+minibatches without returning to Python. The data set is validated once, before the
+first epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import optim as _optim
+from ._validate import check_int
+from .plan import BATCHNORM
+
+
+@dataclass
+class EarlyStopping:
+    """Stop when `monitor` has not improved by `min_delta` for `patience` epochs;
+    restore the weights of the best epoch."""
+
+    patience: int = 5
+    min_delta: float = 0.0
+    monitor: str = "val_loss"
+    restore_best: bool = True
+
+    def __post_init__(self) -> None:
+        check_int(self.patience, "patience", low=0)
+        if self.monitor not in ("val_loss", "loss", "val_accuracy"):
+            raise ValueError(f"monitor must be val_loss, loss or val_accuracy, got {self.monitor!r}")
+
+
+@dataclass
+class History:
+    """Per-epoch figures of a fit: `history[name]` is a list with one value per epoch."""
+
+    history: dict[str, list[float]] = field(default_factory=dict)
+    epochs_run: int = 0
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    diverged: str | None = None
+    diagnostics: list[dict] = field(default_factory=list)
+
+    def record(self, **figures: float) -> None:
+        for k, v in figures.items():
+            self.history.setdefault(k, []).append(float(v))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.history
+
+    def summary(self) -> str:
+        last = {k: v[-1] for k, v in self.history.items() if v}
+        return ", ".join(f"{k}={v:.4g}" for k, v in last.items())
+
+
+def _monitor_value(stopper: EarlyStopping, figures: dict[str, float]) -> float:
+    if stopper.monitor not in figures:
+        raise ValueError(f"early stopping monitors {stopper.monitor!r}, which this fit does not "
+                         "compute (pass validation_data?)")
+    v = figures[stopper.monitor]
+    return -v if stopper.monitor == "val_accuracy" else v
+
+
+def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
+        optimizer: _optim.Optimizer | None = None, shuffle: bool = True,
+        validation_data=None, early_stopping: EarlyStopping | int | None = None,
+        progress: bool = True, clip_norm: float | None = None,
+        on_divergence: str = "raise", on_epoch=None) -> History:
+    """Train `model` on (X, y); see Sequential.fit.
+
+    early_stopping: an EarlyStopping, or an int patience on val_loss (loss without
+    validation data). clip_norm: clip the global gradient norm per step.
+    on_divergence: 'raise' stops with TrainingDiverged before a non-finite step is
+    applied; 'restore' puts back the weights of the last good epoch and stops quietly.
+    """
+    from .model import TrainingDiverged
+
+    epochs = check_int(epochs, "epochs")
+    batch_size = check_int(batch_size, "batch_size")
+    if on_divergence not in ("raise", "restore"):
+        raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
+    if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
+        raise ValueError(f"clip_norm must be a positive number, got {clip_norm!r}")
+    if optimizer is None:
+        optimizer = _optim.Adam()
+    if not isinstance(optimizer, _optim.Optimizer):
+        raise TypeError(f"optimizer must be a gk.optim optimizer, got {optimizer!r}")
+    Xc, yc = model._check_Xy(X, y)
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        val = model._check_Xy(*validation_data, what="_val")
+    stopper = None
+    if early_stopping is not None:
+        if isinstance(early_stopping, EarlyStopping):
+            stopper = early_stopping
+        else:
+            stopper = EarlyStopping(patience=check_int(early_stopping, "early_stopping", low=0),
+                                    monitor="val_loss" if val is not None else "loss")
+
+    n = Xc.shape[0]
+    bs = min(batch_size, n)
+    has_bn = any(L.kind == BATCHNORM for L in model.plan.layers)
+    if has_bn and n < 2:
+        raise ValueError("batch normalization needs at least 2 training rows")
+    optimizer.bind(model.plan.n_params, model.dtype)
+    model.bufs.ensure_capacity(bs)
+    history = History()
+    best = (math.inf, None)  # (monitored value, snapshot)
+    since_best = 0
+    last_good = model.state_snapshot(), optimizer.snapshot()
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=False)
+    try:
+        for epoch in range(epochs):
+            t0 = time.perf_counter()
+            perm = model._rng.permutation(n) if shuffle else np.arange(n)
+            if has_bn and n % bs == 1:
+                perm = perm[:-1]  # a 1-row batch has no batch statistics (torch refuses it)
+            perm = np.ascontiguousarray(perm, dtype=np.int64)
+            n_batches = (perm.shape[0] + bs - 1) // bs
+            seeds = model._rng.integers(0, 2**64, size=n_batches, dtype=np.uint64)
+            losses = np.zeros(n_batches)
+            gnorms = np.zeros(n_batches)
+            done = model.backend.train_epoch(model.plan, model.bufs, Xc, yc, perm, bs,
+                                             optimizer, seeds, float(clip_norm or 0.0),
+                                             losses, gnorms)
+            if done < n_batches:
+                msg = (f"epoch {epoch + 1}, step {done + 1}: loss {losses[done]}, gradient norm "
+                       f"{gnorms[done]}; the step was not applied")
+                history.diverged = msg
+                if on_divergence == "raise":
+                    raise TrainingDiverged(msg + " (lower the learning rate or set clip_norm)")
+                model.restore_snapshot(last_good[0])
+                optimizer.restore(last_good[1])
+                warnings.warn(f"training diverged at {msg}; restored the weights of the last "
+                              "good epoch", RuntimeWarning, stacklevel=2)
+                break
+            sizes = np.minimum(bs, perm.shape[0] - np.arange(n_batches) * bs)
+            figures = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
+            if val is not None:
+                ev = model._evaluate_checked(*val)
+                figures["val_loss"] = ev["loss"]
+                for k in ("accuracy", "r2"):
+                    if k in ev:
+                        figures[f"val_{k}"] = ev[k]
+            figures["seconds"] = time.perf_counter() - t0
+            history.record(**figures)
+            history.epochs_run = epoch + 1
+            last_good = model.state_snapshot(), optimizer.snapshot()
+            if on_epoch is not None:
+                on_epoch(epoch + 1, figures)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({k: f"{v:.4g}" for k, v in figures.items() if k != "seconds"})
+            if stopper is not None:
+                value = _monitor_value(stopper, figures)
+                if value < best[0] - stopper.min_delta:
+                    best = (value, last_good[0] if stopper.restore_best else None)
+                    history.best_epoch = epoch + 1
+                    since_best = 0
+                else:
+                    since_best += 1
+                    if since_best > stopper.patience:
+                        history.stopped_early = True
+                        break
+    finally:
+        if bar is not None:
+            bar.close()
+    if stopper is not None and stopper.restore_best and best[1] is not None:
+        model.restore_snapshot(best[1])
+    return history
