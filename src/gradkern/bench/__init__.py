@@ -1,0 +1,183 @@
+"""`gradkern bench`: how training cost grows with depth and width, measured.
+
+    gradkern bench --quick --out DIR        # small grid, well under a minute
+    gradkern bench --out DIR                # the full grid (about 10-15 minutes on 2 cores)
+    gradkern bench --compare OLD.json NEW.json
+
+Every available backend, the plain NumPy loop and PyTorch train the same network on the
+same data; each is checked against the NumPy reference, then timed after warm-up. The
+report (report.md, report.json, PNG plots) gives µs per step, GFLOP/s, fractions of the
+machine's ceilings measured in the same run, speed-ups against the peers and the scaling
+fits. See docs/performance.md for how to read it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .machine import BLAS_PIN_VARS, LIFTED_MARK, all_cores, blas_pin_env
+
+__all__ = ["main"]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
+    return values
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gradkern bench",
+        description="Time one training step (forward, loss, backward, SGD) over a grid of "
+                    "depths, widths and batches, on every backend and against plain NumPy "
+                    "and PyTorch; write report.md, report.json and plots.")
+    g = p.add_argument_group("grid")
+    g.add_argument("--quick", action="store_true",
+                   help="small grid (depths 1,4; widths 16,256; batch 64), well under a minute")
+    g.add_argument("--depths", type=_ints, help="hidden layers, comma-separated "
+                   "(default 1,2,4,8,16,32)")
+    g.add_argument("--widths", type=_ints, help="units per hidden layer (default 16,64,256,1024)")
+    g.add_argument("--batches", type=_ints, help="batch sizes (default 64,256)")
+    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    i = p.add_argument_group("implementations")
+    i.add_argument("--backends", type=_names,
+                   help="gradkern backends, comma-separated (default: every available one)")
+    i.add_argument("--no-torch", action="store_true", help="no PyTorch peer")
+    i.add_argument("--no-plain", action="store_true", help="no plain NumPy peer")
+    t = p.add_argument_group("timing")
+    t.add_argument("--threads", type=int, default=None,
+                   help=f"threads for every engine (default: all cores, here {all_cores()})")
+    t.add_argument("--single-thread", action="store_true",
+                   help="also run the grid with 1 thread")
+    t.add_argument("--max-seconds", type=float, default=None,
+                   help="timing budget per implementation and cell (default 1.0, --quick 0.1)")
+    t.add_argument("--no-check", action="store_true",
+                   help="skip the agreement check before timing (not recommended)")
+    t.add_argument("--seed", type=int, default=0)
+    blas = t.add_mutually_exclusive_group()
+    blas.add_argument("--native-blas", dest="native_blas", action="store_true", default=True,
+                      help="(default) when OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE pin OpenBLAS, "
+                           "re-run this command in a child process without them, so NumPy uses "
+                           "the kernel native to this CPU; the report says so")
+    blas.add_argument("--keep-blas-env", dest="native_blas", action="store_false",
+                      help="keep the environment's OpenBLAS pin (the tests use this)")
+    o = p.add_argument_group("output")
+    o.add_argument("--out", default="bench-report", help="report directory (default %(default)s)")
+    o.add_argument("--no-plots", action="store_true")
+    o.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c = p.add_argument_group("comparing two runs")
+    c.add_argument("--compare", nargs=2, metavar=("OLD.json", "NEW.json"),
+                   help="ratio table of two report.json files, cell by cell")
+    c.add_argument("--threshold", type=float, default=0.10,
+                   help="flag a cell whose time grew by more than this fraction (default 0.10)")
+    c.add_argument("--fail-on-regression", action="store_true",
+                   help="exit with status 1 when a regression is flagged")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `gradkern bench`; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if args.compare:
+        from . import compare
+
+        out = args.out if "--out" in argv else None
+        return compare.main(args.compare[0], args.compare[1], args.threshold, out,
+                            args.fail_on_regression)
+    pins = blas_pin_env()
+    if args.native_blas and pins and LIFTED_MARK not in os.environ:
+        return _rerun_without(pins, argv)
+    return run(args, argv)
+
+
+def _rerun_without(pins: dict[str, str], argv: list[str]) -> int:
+    """Run `python -m gradkern.bench argv` with the OpenBLAS pin removed: NumPy reads it
+    once, when it loads, so only a new process can lift it. Only this command's child
+    process sees the change."""
+    env = dict(os.environ)
+    for k in BLAS_PIN_VARS:
+        env.pop(k, None)
+    env[LIFTED_MARK] = json.dumps(pins)
+    print("gradkern bench: lifting " + ", ".join(f"{k}={v}" for k, v in pins.items()) +
+          " for this benchmark process (--keep-blas-env keeps it)", file=sys.stderr, flush=True)
+    return subprocess.call([sys.executable, "-m", "gradkern.bench", *argv], env=env)
+
+
+def run(args: argparse.Namespace, argv: list[str]) -> int:
+    from .report import write_report
+    from .run import (
+        FULL_BATCHES,
+        FULL_DEPTHS,
+        FULL_WIDTHS,
+        QUICK_BATCHES,
+        QUICK_DEPTHS,
+        QUICK_WIDTHS,
+        Config,
+        resolve_impls,
+        sweep,
+    )
+    from .workload import PLAIN, TORCH
+
+    quick = args.quick
+    threads = args.threads or all_cores()
+    if threads < 1:
+        print("gradkern bench: --threads must be at least 1", file=sys.stderr)
+        return 2
+    cfg = Config(
+        depths=args.depths or (QUICK_DEPTHS if quick else FULL_DEPTHS),
+        widths=args.widths or (QUICK_WIDTHS if quick else FULL_WIDTHS),
+        batches=args.batches or (QUICK_BATCHES if quick else FULL_BATCHES),
+        backends=args.backends or (),
+        peers=tuple(p for p, skip in ((PLAIN, args.no_plain), (TORCH, args.no_torch))
+                    if not skip),
+        dtype=args.dtype,
+        threads=(threads, 1) if args.single_thread and threads != 1 else (threads,),
+        max_seconds=args.max_seconds or (0.1 if quick else 1.0),
+        check=not args.no_check,
+        seed=args.seed,
+        progress=not args.no_progress,
+    )
+    try:
+        resolve_impls(cfg)
+    except Exception as exc:  # an unknown or unavailable backend: say which and why
+        print(f"gradkern bench: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    results = {"schema": "gradkern-bench/1",
+               "created": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+               "argv": argv}
+    results.update(sweep(cfg))
+    from .machine import machine_info
+
+    results["machine"] = machine_info(list(cfg.backends))  # after the sweep: layers are up
+    results["config"] = {"depths": list(cfg.depths), "widths": list(cfg.widths),
+                         "batches": list(cfg.batches), "dtype": cfg.dtype,
+                         "threads": list(cfg.threads), "impls": cfg.impls(),
+                         "backends": list(cfg.backends), "peers": list(cfg.peers),
+                         "max_seconds": cfg.max_seconds, "check": cfg.check, "seed": cfg.seed,
+                         "quick": quick, "network": "x (B, w) -> [Dense(w->w), relu] x depth "
+                         "-> Dense(w->10), cross_entropy, SGD(lr=0.01)"}
+    results["notes"] = cfg.notes
+    write_report(results, out, plots=not args.no_plots)
+    failed = [c for c in results["cells"] if c.get("status") != "ok"]
+    print(f"gradkern bench: wrote {out / 'report.md'} and {out / 'report.json'} "
+          f"({len(results['cells'])} runs, {len(failed)} failed checks, "
+          f"{results['elapsed_s']:.0f} s)")
+    return 1 if failed else 0

@@ -1,0 +1,232 @@
+"""Correct before fast: every implementation is checked against NumPy before it is timed.
+
+Two checks, both on the exact configuration that is then timed:
+
+1. Kernel by kernel (gradkern backends): one `train_step` on fresh buffers, then every
+   step of it is recomputed in float64 from the backend's *own* inputs, read back from the
+   workspace (activations, their gradients, the gradients, the updated parameters), and
+   compared with DESIGN.md §5: |x - ref| <= 16·u·S + 4·u·|ref|, S = |A| @ |B| the natural
+   error scale of the matmul (u: the dtype's machine epsilon). Using the backend's own
+   inputs keeps the bound per kernel, with no compounding over depth and no ReLU kink
+   flips between two correct summation orders.
+2. End to end (every implementation, peers too): loss and gradients at the initial weights
+   against the NumPy backend in float64. Gradients must agree in relative Frobenius norm
+   per tensor within 5e-2 (float32; a ReLU that flips sign between two correct orders
+   moves a gradient entry by a whole term) or 1e-8 (float64).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import backends
+from ..plan import ACTIVATION, DENSE, K_ACT, K_PA, K_PB, Buffers, Plan
+from .workload import LR, GradkernRunner, Runner, Workload
+
+E2E_RTOL = {np.dtype(np.float32): 5e-2, np.dtype(np.float64): 1e-8}
+
+
+@dataclass
+class CheckResult:
+    ok: bool = True
+    kernel_check: str = "not run"  # "passed", "failed", "not run", "skipped: <why>"
+    worst_kernel: str = ""  # the kernel closest to (or beyond) its bound
+    worst_kernel_ratio: float = 0.0  # max |x - ref| / bound over that kernel
+    loss: float = float("nan")
+    loss_ref: float = float("nan")
+    grad_rel_err: float = 0.0  # worst relative Frobenius error of a gradient tensor
+    grad_rtol: float = 0.0
+    messages: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def reference_gradients(wl: Workload) -> tuple[float, list[tuple[np.ndarray, np.ndarray]]]:
+    """Loss and gradients of the NumPy backend in float64 at the workload's initial weights."""
+    plan64 = Plan(list(wl.plan.layers), wl.plan.loss, np.float64)
+    bufs = Buffers(plan64, capacity=wl.batch)
+    bufs.params[...] = wl.params0  # same offsets: the layout depends on sizes and alignment
+    ref = backends.get("numpy")
+    loss = ref.gradients(plan64, bufs, wl.x.astype(np.float64), wl.y)
+    grads = [(dW.copy(), db.copy()) for dW, db in plan64.param_views(bufs.grads)]
+    return loss, grads
+
+
+def _scale32(a: np.ndarray) -> np.ndarray:
+    # S needs one digit, not sixteen: |A| @ |B| has no cancellation, so float32 is plenty
+    return np.abs(a).astype(np.float32, copy=False)
+
+
+class _Bound:
+    """Tracks the worst ratio |x - ref| / bound over the kernels checked."""
+
+    def __init__(self, u: float):
+        self.u = u
+        self.worst = ("", 0.0)
+        self.failed: list[str] = []
+
+    def compare(self, what: str, x: np.ndarray, ref: np.ndarray, scale: np.ndarray) -> None:
+        """Elementwise |x - ref| <= 16·u·scale + 4·u·|ref|; scale is overwritten."""
+        # in place: these run over every activation and weight of the largest networks
+        bound = np.abs(ref)
+        bound *= 4 * self.u
+        scale *= 16 * self.u
+        bound += scale
+        err = x.astype(np.float64)
+        err -= ref
+        np.abs(err, out=err)
+        finite = bool(np.all(np.isfinite(err)))
+        excess = np.subtract(err, bound, out=scale)  # reuse scale's memory
+        worst = int(np.argmax(excess))
+        n_bad = int(np.count_nonzero(excess > 0)) if excess.flat[worst] > 0 else 0
+        np.maximum(bound, np.finfo(np.float64).tiny, out=bound)
+        np.divide(err, bound, out=err)
+        ratio = float(err.max(initial=0.0))
+        if ratio > self.worst[1]:
+            self.worst = (what, ratio)
+        if n_bad or not finite:
+            i = np.unravel_index(worst, x.shape)
+            self.failed.append(f"{what}: {n_bad} of {x.size} elements beyond 16·u·S "
+                               f"(finite: {finite}), e.g. at {tuple(int(k) for k in i)}: "
+                               f"{float(x[i])!r} vs {float(ref[i])!r}")
+
+
+def check_kernels(runner: GradkernRunner) -> CheckResult:
+    """One train_step on fresh buffers; each kernel recomputed from the backend's inputs."""
+    wl, plan = runner.wl, runner.plan
+    res = CheckResult()
+    bufs = Buffers(plan, capacity=wl.batch)
+    bufs.params[...] = wl.params0
+    from ..optim import SGD
+
+    opt = SGD(lr=LR)
+    opt.bind(plan.n_params, plan.dtype)
+    loss, gnorm = runner.backend.train_step(plan, bufs, wl.x, wl.y, opt)
+    res.loss = float(loss)
+    if not np.any(bufs.acts):
+        res.kernel_check = "skipped: the backend keeps its activations outside the Buffers"
+        return res
+    u = float(np.finfo(plan.dtype).eps)
+    B = wl.batch
+    chk = _Bound(u)
+    params0 = wl.params0
+    x = wl.x
+    n_layers = len(plan.layers)
+
+    # forward, layer by layer, from the backend's own input to each layer
+    for i, L in enumerate(plan.layers):
+        inp = x if i == 0 else bufs.out(i - 1, B)
+        out = bufs.out(i, B)
+        r = plan.ops[i]
+        if L.kind == DENSE:
+            W = params0[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
+            b = params0[r[K_PB] : r[K_PB] + L.n_out]
+            ref = inp.astype(np.float64) @ W.astype(np.float64) + b
+            S = (_scale32(inp) @ _scale32(W)).astype(np.float64) + np.abs(b)
+            chk.compare(f"matmul_forward[{i}]", out, ref, S)
+        elif L.kind == ACTIVATION and r[K_ACT] == 1:
+            chk.compare(f"relu_forward[{i}]", out, np.maximum(inp, 0).astype(np.float64),
+                        np.zeros(out.shape))
+        else:
+            res.kernel_check = f"skipped: layer {i} is not Dense or ReLU"
+            return res
+
+    # loss gradient: softmax cross-entropy of the backend's logits
+    pred = bufs.out(n_layers - 1, B).astype(np.float64)
+    z = pred - pred.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(B), wl.y] = 1
+    ref = (p - onehot) / B
+    chk.compare("cross_entropy_backward", bufs.dout(n_layers - 1, B), ref, (p + onehot) / B)
+
+    # backward, layer by layer, from the backend's own dout
+    for i in range(n_layers - 1, -1, -1):
+        L = plan.layers[i]
+        r = plan.ops[i]
+        dout = bufs.dout(i, B)
+        inp = x if i == 0 else bufs.out(i - 1, B)
+        if L.kind == DENSE:
+            k = L.n_in * L.n_out
+            W = params0[r[K_PA] : r[K_PA] + k].reshape(L.n_in, L.n_out)
+            dW = bufs.grads[r[K_PA] : r[K_PA] + k].reshape(L.n_in, L.n_out)
+            db = bufs.grads[r[K_PB] : r[K_PB] + L.n_out]
+            d64 = dout.astype(np.float64)
+            chk.compare(f"matmul_backward.dweight[{i}]", dW, inp.astype(np.float64).T @ d64,
+                        (_scale32(inp).T @ _scale32(dout)).astype(np.float64))
+            chk.compare(f"matmul_backward.dbias[{i}]", db, d64.sum(axis=0),
+                        np.abs(d64).sum(axis=0))
+            if i > 0:
+                chk.compare(f"matmul_backward.dinp[{i}]", bufs.dout(i - 1, B),
+                            d64 @ W.astype(np.float64).T,
+                            (_scale32(dout) @ _scale32(W).T).astype(np.float64))
+        elif i > 0:  # ReLU: dinp = dout where the input was positive, else 0
+            gate = inp > 0
+            chk.compare(f"relu_backward[{i}]", bufs.dout(i - 1, B),
+                        np.where(gate, dout, 0).astype(np.float64), np.zeros(dout.shape))
+
+    # SGD update: params = params0 - lr * grads, tensor by tensor (bounded temporaries)
+    views = zip(plan.param_views(bufs.params), plan.param_views(bufs.grads),
+                plan.param_views(params0), strict=True)
+    for j, ((W, b), (dW, db), (W0, b0)) in enumerate(views):
+        for name, P, G, P0 in (("W", W, dW, W0), ("b", b, db, b0)):
+            g64 = G.astype(np.float64)
+            scale = np.abs(g64) * LR + np.abs(P0)
+            chk.compare(f"sgd_update.{name}[{j}]", P, P0.astype(np.float64) - LR * g64, scale)
+    norm = np.sqrt(sum(float(np.dot(G.ravel().astype(np.float64), G.ravel().astype(np.float64)))
+                       for pair in plan.param_views(bufs.grads) for G in pair))
+    if not np.isfinite(gnorm) or abs(gnorm - norm) > 1e-3 * norm:
+        chk.failed.append(f"gradient norm {gnorm!r} is not the norm of the gradients ({norm!r})")
+
+    res.worst_kernel, res.worst_kernel_ratio = chk.worst
+    if chk.failed:
+        res.ok = False
+        res.kernel_check = "failed"
+        res.messages += chk.failed
+    else:
+        res.kernel_check = "passed"
+    return res
+
+
+def check_end_to_end(runner: Runner, wl: Workload, ref: tuple, res: CheckResult) -> CheckResult:
+    """Loss and gradients at the initial weights against the float64 NumPy reference."""
+    loss_ref, grads_ref = ref
+    loss, grads = runner.gradients()
+    rtol = E2E_RTOL[np.dtype(wl.dtype)]
+    res.loss, res.loss_ref, res.grad_rtol = float(loss), float(loss_ref), rtol
+    if not abs(loss - loss_ref) <= rtol * max(1.0, abs(loss_ref)):
+        res.ok = False
+        res.messages.append(f"loss {loss!r} differs from the reference {loss_ref!r}")
+    worst = 0.0
+    for i, ((dW, db), (rW, rb)) in enumerate(zip(grads, grads_ref, strict=True)):
+        for name, g, r in (("dW", dW, rW), ("db", db, rb)):
+            if g.shape != r.shape:
+                res.ok = False
+                res.messages.append(f"{name}[{i}] has shape {g.shape}, expected {r.shape}")
+                continue
+            norm = float(np.linalg.norm(r))
+            err = float(np.linalg.norm(g.astype(np.float64) - r))
+            rel = err / norm if norm > 0 else err
+            if not np.isfinite(rel):
+                rel = float("inf")
+            worst = max(worst, rel)
+            if rel > rtol:
+                res.ok = False
+                res.messages.append(f"{name} of dense layer {i}: relative error {rel:.3g} "
+                                    f"> {rtol:g}")
+    res.grad_rel_err = worst
+    return res
+
+
+def check_runner(runner: Runner, wl: Workload, ref: tuple | None = None,
+                 kernels: bool = True) -> CheckResult:
+    """Both checks for a runner that has not stepped yet (its weights are the initial ones)."""
+    ref = reference_gradients(wl) if ref is None else ref
+    res = CheckResult()
+    if kernels and isinstance(runner, GradkernRunner):
+        res = check_kernels(runner)
+    return check_end_to_end(runner, wl, ref, res)
