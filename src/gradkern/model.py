@@ -347,8 +347,9 @@ class Sequential:
         self.bufs.ensure_capacity(Xc.shape[0])
         state = self._rng.bit_generator.state
         seed = int(self._rng.integers(0, 2**64, dtype=np.uint64))
-        loss, gnorm = self.backend.train_step(self.plan, self.bufs, Xc, yc, optimizer, seed,
-                                              float(clip_norm or 0.0))
+        with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+            loss, gnorm = self.backend.train_step(self.plan, self.bufs, Xc, yc, optimizer, seed,
+                                                  float(clip_norm or 0.0))
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             self._rng.bit_generator.state = state
             raise TrainingDiverged(
@@ -395,6 +396,8 @@ class MLP(Sequential):
         sizes = check_sizes(layer_sizes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ValueError(f"Dropout rate must be in [0, 1), got {dropout!r}")
         layers: list[Layer] = []
         for width in sizes[1:-1]:
             layers.append(Dense(width))

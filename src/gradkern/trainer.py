@@ -135,9 +135,10 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
             seeds = model._rng.integers(0, 2**64, size=n_batches, dtype=np.uint64)
             losses = np.zeros(n_batches)
             gnorms = np.zeros(n_batches)
-            done = model.backend.train_epoch(model.plan, model.bufs, Xc, yc, perm, bs,
-                                             optimizer, seeds, float(clip_norm or 0.0),
-                                             losses, gnorms)
+            with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
+                done = model.backend.train_epoch(model.plan, model.bufs, Xc, yc, perm, bs,
+                                                 optimizer, seeds, float(clip_norm or 0.0),
+                                                 losses, gnorms)
             if done < n_batches:
                 msg = (f"epoch {epoch + 1}, step {done + 1}: loss {losses[done]}, gradient norm "
                        f"{gnorms[done]}; the step was not applied")

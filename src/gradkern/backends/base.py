@@ -126,6 +126,8 @@ class Backend:
                 seed: int = 0) -> np.ndarray:
         """Run every layer on x (B, C0); returns the view of the last layer's output."""
         rows = x.shape[0]
+        if rows > bufs.capacity:
+            raise ValueError(f"batch of {rows} rows exceeds the workspace ({bufs.capacity} rows)")
         inp = x
         for i, L in enumerate(plan.layers):
             out = bufs.out(i, rows)
