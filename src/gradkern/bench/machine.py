@@ -221,3 +221,40 @@ class ThreadPin:
         if "torch" in sys.modules:
             out["torch"] = sys.modules["torch"].get_num_threads()
         return out
+
+
+class OtherLoad:
+    """Share of the machine's CPU time used by *other* processes between start() and
+    stop(): busy time from /proc/stat minus this process's own CPU time. A benchmark on a
+    shared machine reports it, since neighbours steal cores from multithreaded kernels."""
+
+    def __init__(self):
+        self.t0 = None
+
+    @staticmethod
+    def _read() -> tuple[float, float, float] | None:
+        try:
+            with open("/proc/stat") as f:
+                fields = f.readline().split()[1:]
+        except OSError:
+            return None
+        ticks = [int(v) for v in fields]
+        hz = os.sysconf("SC_CLK_TCK")
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+        total = sum(ticks[:8])  # guest time is already counted in user
+        own = os.times()
+        return (total - idle) / hz, total / hz, own.user + own.system
+
+    def start(self) -> OtherLoad:
+        self.t0 = self._read()
+        return self
+
+    def stop(self) -> float | None:
+        """Fraction (0..1) of all cores' time that other processes used since start()."""
+        t1 = self._read()
+        if self.t0 is None or t1 is None:
+            return None
+        busy, total, own = (b - a for a, b in zip(self.t0, t1, strict=True))
+        if total <= 0:
+            return None
+        return max(0.0, min(1.0, (busy - own) / total))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import gc
+import os
 import time
 from dataclasses import dataclass, field
 
 from .. import backends
 from . import ceilings
 from .check import check_runner, reference_gradients
-from .machine import ThreadPin
+from .machine import OtherLoad, ThreadPin
 from .timing import time_steps
 from .workload import PEERS, TORCH, Workload, make_runner, torch_available
 
@@ -86,6 +87,8 @@ def sweep(cfg: Config) -> dict:
     bar = tqdm(total=total, unit="run", disable=not cfg.progress or tqdm is None,
                dynamic_ncols=True) if tqdm else None
     t_start = time.perf_counter()
+    results["load_average_before"] = os.getloadavg()
+    whole = OtherLoad().start()
     for n_threads in cfg.threads:
         pinned = ThreadPin(n_threads).apply()
         results["threads"][str(n_threads)] = pinned
@@ -114,6 +117,8 @@ def sweep(cfg: Config) -> dict:
     if bar is not None:
         bar.close()
     results["elapsed_s"] = time.perf_counter() - t_start
+    results["other_load"] = whole.stop()
+    results["load_average_after"] = os.getloadavg()
     results["numpy"] = np.__version__
     return results
 
@@ -134,8 +139,10 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config) -> dict:
             return cell
     else:
         cell["check"] = {"ok": None, "kernel_check": "not run (--no-check)"}
+    meter = OtherLoad().start()
     timing = time_steps(runner.step, cfg.max_seconds)
     cell.update(timing.summary())
+    cell["other_load"] = meter.stop()
     cell["status"] = "ok"
     cell["gflops"] = wl.flops / (cell["median_us"] * 1e-6) / 1e9
     del runner
