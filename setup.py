@@ -1,3 +1,3 @@
 from setuptools import setup
 
-setup()
+setup(cffi_modules=["src/gradkern/_build_c.py:ffibuilder"])

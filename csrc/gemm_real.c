@@ -1,0 +1,303 @@
+/* gemm_real.c: the blocked GEMM of gradkern, BLIS style, for one instruction set and dtype.
+
+   Included by gradkern.c once per (ISA, dtype) inside a `#pragma GCC target` region, with
+   these defined by the includer:
+     REAL          float or double
+     G(name)       name with the ISA and dtype suffix, e.g. gemm_avx512_f32
+     MR, NR        register tile: MR rows of C by NR columns (NR = NV vectors of VLEN)
+     KC, MC, NC    cache blocks: a (KC, NR) panel of B stays in L1 while MR-row panels of an
+                   (MC, KC) block of A stream from L2; a (KC, NC) block of B sits in L2/L3
+     VEC, VLEN, VMASK, MAKE_MASK(count), VZERO(), VLOAD(p), VLOADM(mask, p),
+     VSTOREM(p, mask, v), VBCAST(x), VFMA(a, b, acc), VADD(a, b)     the ISA's vector ops
+
+   c (M, N) row-major = op(A) (M, K) @ op(B) (K, N) [+ bias (N)], where element (i, k) of
+   op(A) is a[i*rsa + k*csa] and element (k, j) of op(B) is b[k*rsb + j*csb]. The three
+   products of backprop are the same driver with different strides:
+     X·W    (forward)          A = X  (rsa=C, csa=1)   B = W   (rsb=OC, csb=1)
+     dY·Wᵀ  (input gradient)   A = dY (rsa=OC, csa=1)  B = Wᵀ  (rsb=1, csb=OC)
+     Xᵀ·dY  (weight gradient)  A = Xᵀ (rsa=1, csa=C)   B = dY  (rsb=OC, csb=1)
+
+   Every element of C sums its K products in the same order whatever the thread count or
+   the packing: KC blocks in order, each accumulated from zero in registers, then added to
+   C. So results are bit-identical across runs and thread counts. */
+
+#define NV (NR / VLEN)
+
+/* dst (kc, W) k-major panel from W "rows" r of a strided source:
+   dst[k*W + r] = src[r*rs + k*cs] for r < rows, 0 for rows <= r < W (edge padding). */
+static inline __attribute__((always_inline)) void G(pack_panel)(
+    REAL *restrict dst, const REAL *restrict src, int64_t rs, int64_t cs, int64_t rows,
+    int64_t kc, const int64_t W)
+{
+    if (rs == 1 && rows == W) {          /* each k is a contiguous run of W: a copy */
+        for (int64_t k = 0; k < kc; k++) {
+            const REAL *s = src + k * cs;
+            REAL *d = dst + k * W;
+            for (int64_t r = 0; r < W; r++) d[r] = s[r];
+        }
+        return;
+    }
+    if (cs == 1) {                       /* each r is contiguous along k: a transpose */
+        for (int64_t r = 0; r < rows; r++) {
+            const REAL *s = src + r * rs;
+            for (int64_t k = 0; k < kc; k++) dst[k * W + r] = s[k];
+        }
+    } else {
+        for (int64_t k = 0; k < kc; k++)
+            for (int64_t r = 0; r < rows; r++) dst[k * W + r] = src[r * rs + k * cs];
+    }
+    for (int64_t k = 0; k < kc; k++)
+        for (int64_t r = rows; r < W; r++) dst[k * W + r] = 0;
+}
+
+static void G(pack_a)(REAL *restrict dst, const REAL *restrict src, int64_t rs, int64_t cs,
+                      int64_t rows, int64_t kc)
+{
+    G(pack_panel)(dst, src, rs, cs, rows, kc, MR);
+}
+
+static void G(pack_b)(REAL *restrict dst, const REAL *restrict src, int64_t rs, int64_t cs,
+                      int64_t rows, int64_t kc)
+{
+    G(pack_panel)(dst, src, rs, cs, rows, kc, NR);
+}
+
+/* The register micro-kernel: C (mr, nr) tile (+)= A panel (mr, kc) @ B panel (kc, nr).
+   A packed: a[p*MR + r]; else a[r*rsa + p*csa] with rows past mr clamped to the last one.
+   B packed: NR values per p, zero padded; else b + p*rsb, loaded under the column mask.
+   first: C = acc + bias (bias may be NULL); otherwise C = C + acc. Only the mr x nr
+   corner of C is read or written. */
+static inline __attribute__((always_inline)) void G(ukr_body)(
+    int64_t kc, const REAL *restrict a, int64_t rsa, int64_t csa, const REAL *restrict b,
+    int64_t rsb, REAL *restrict c, int64_t ldc, int64_t mr, int64_t nr, int first,
+    const REAL *restrict bias, const int a_packed, const int b_packed)
+{
+    VEC acc[MR][NV];
+    VMASK mask[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++) mask[v] = MAKE_MASK(nr - v * VLEN);
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++)
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) acc[r][v] = VZERO();
+
+    if (a_packed) {
+        for (int64_t p = 0; p < kc; p++) {
+            VEC bv[NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++)
+                bv[v] = b_packed ? VLOAD(b + v * VLEN) : VLOADM(mask[v], b + v * VLEN);
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; r++) {
+                VEC av = VBCAST(a[r]);
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v++) acc[r][v] = VFMA(av, bv[v], acc[r][v]);
+            }
+            a += MR;
+            b += rsb;
+        }
+    } else {
+        int64_t roff[MR];
+#pragma GCC unroll 16
+        for (int r = 0; r < MR; r++) roff[r] = (r < mr ? r : mr - 1) * rsa;
+        for (int64_t p = 0; p < kc; p++) {
+            VEC bv[NV];
+#pragma GCC unroll 8
+            for (int v = 0; v < NV; v++)
+                bv[v] = b_packed ? VLOAD(b + v * VLEN) : VLOADM(mask[v], b + v * VLEN);
+#pragma GCC unroll 16
+            for (int r = 0; r < MR; r++) {
+                VEC av = VBCAST(a[roff[r]]);
+#pragma GCC unroll 8
+                for (int v = 0; v < NV; v++) acc[r][v] = VFMA(av, bv[v], acc[r][v]);
+            }
+            a += csa;
+            b += rsb;
+        }
+    }
+
+    VEC bias_v[NV];
+#pragma GCC unroll 8
+    for (int v = 0; v < NV; v++)
+        bias_v[v] = (first && bias) ? VLOADM(mask[v], bias + v * VLEN) : VZERO();
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; r++) {
+        if (r >= mr) break;
+        REAL *cr = c + r * ldc;
+#pragma GCC unroll 8
+        for (int v = 0; v < NV; v++) {
+            VEC x = first ? VADD(acc[r][v], bias_v[v])
+                          : VADD(VLOADM(mask[v], cr + v * VLEN), acc[r][v]);
+            VSTOREM(cr + v * VLEN, mask[v], x);
+        }
+    }
+}
+
+static void G(ukr_pp)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
+                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
+                      const REAL *bias)
+{
+    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 1, 1);
+}
+
+static void G(ukr_pu)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
+                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
+                      const REAL *bias)
+{
+    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 1, 0);
+}
+
+static void G(ukr_up)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
+                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
+                      const REAL *bias)
+{
+    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 0, 1);
+}
+
+static void G(ukr_uu)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
+                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
+                      const REAL *bias)
+{
+    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 0, 0);
+}
+
+/* Scratch one thread needs: an (MC, KC) block of A and a (KC, NC) block of B, each
+   rounded to 64 bytes. */
+static int64_t G(work_a)(void) { return round_up64(MC * KC, 64 / (int64_t)sizeof(REAL)); }
+static int64_t G(work_b)(int64_t n)
+{
+    int64_t nc = n < NC ? n : NC;
+    return round_up64(KC * round_up64(nc, NR), 64 / (int64_t)sizeof(REAL));
+}
+
+/* One thread's share: C (m, n) block, all of K. colsum (n) or NULL. */
+static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, int64_t rsa,
+                           int64_t csa, const REAL *b, int64_t rsb, int64_t csb,
+                           const REAL *bias, int64_t m, int64_t n, int64_t k, int pack_a,
+                           int pack_b, REAL *ap, REAL *bp)
+{
+    if (colsum) {
+        /* Σ_k op(B)[k, j], k in order: one pass over B while it is being read anyway */
+        for (int64_t j = 0; j < n; j++) colsum[j] = 0;
+        for (int64_t p = 0; p < k; p++) {
+            const REAL *row = b + p * rsb;
+            if (csb == 1)
+                for (int64_t j = 0; j < n; j++) colsum[j] += row[j];
+            else
+                for (int64_t j = 0; j < n; j++) colsum[j] += row[j * csb];
+        }
+    }
+    for (int64_t jc = 0; jc < n; jc += NC) {
+        int64_t nc = n - jc < NC ? n - jc : NC;
+        for (int64_t pc = 0; pc < k; pc += KC) {
+            int64_t kc = k - pc < KC ? k - pc : KC;
+            int first = pc == 0;
+            const REAL *bsrc = b + pc * rsb + jc * csb;
+            if (pack_b)
+                for (int64_t jr = 0; jr < nc; jr += NR)
+                    G(pack_b)(bp + jr * kc, bsrc + jr * csb, csb, rsb,
+                              nc - jr < NR ? nc - jr : NR, kc);
+            for (int64_t ic = 0; ic < m; ic += MC) {
+                int64_t mc = m - ic < MC ? m - ic : MC;
+                const REAL *asrc = a + ic * rsa + pc * csa;
+                if (pack_a)
+                    for (int64_t ir = 0; ir < mc; ir += MR)
+                        G(pack_a)(ap + ir * kc, asrc + ir * rsa, rsa, csa,
+                                  mc - ir < MR ? mc - ir : MR, kc);
+                for (int64_t jr = 0; jr < nc; jr += NR) {
+                    int64_t nr = nc - jr < NR ? nc - jr : NR;
+                    const REAL *bm = pack_b ? bp + jr * kc : bsrc + jr;
+                    int64_t bstride = pack_b ? NR : rsb;
+                    const REAL *bias_j = bias ? bias + jc + jr : NULL;
+                    for (int64_t ir = 0; ir < mc; ir += MR) {
+                        int64_t mr = mc - ir < MR ? mc - ir : MR;
+                        REAL *cm = c + (ic + ir) * ldc + jc + jr;
+                        if (pack_a) {
+                            const REAL *am = ap + ir * kc;
+                            if (pack_b)
+                                G(ukr_pp)(kc, am, 1, MR, bm, bstride, cm, ldc, mr, nr, first,
+                                          bias_j);
+                            else
+                                G(ukr_pu)(kc, am, 1, MR, bm, bstride, cm, ldc, mr, nr, first,
+                                          bias_j);
+                        } else {
+                            const REAL *am = asrc + ir * rsa;
+                            if (pack_b)
+                                G(ukr_up)(kc, am, rsa, csa, bm, bstride, cm, ldc, mr, nr,
+                                          first, bias_j);
+                            else
+                                G(ukr_uu)(kc, am, rsa, csa, bm, bstride, cm, ldc, mr, nr,
+                                          first, bias_j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* Small products skip packing: A is read in place (any strides), and so is B when its
+   rows are contiguous. Packing pays only when a block is reused enough times. */
+static int G(use_small)(int64_t m, int64_t n, int64_t k)
+{
+    return m * n * k <= SMALL_MNK || m <= MR;
+}
+
+static int64_t G(work)(int64_t m, int64_t n, int64_t k, int64_t trans_b, int threads)
+{
+    int small = G(use_small)(m, n, k);
+    int64_t per = (small ? 0 : G(work_a)()) + ((small && !trans_b) ? 0 : G(work_b)(n));
+    return per * threads;
+}
+
+static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const REAL *bias,
+                   int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b,
+                   REAL *work, int64_t work_size)
+{
+    int64_t rsa = trans_a ? 1 : k, csa = trans_a ? m : 1;
+    int64_t rsb = trans_b ? 1 : n, csb = trans_b ? k : 1;
+    if (m == 0 || n == 0 || k == 0) {
+        for (int64_t i = 0; i < m; i++)
+            for (int64_t j = 0; j < n; j++) c[i * n + j] = bias ? bias[j] : 0;
+        if (colsum) G(gemm_serial)(NULL, 0, colsum, a, rsa, csa, b, rsb, csb, NULL, 0, n, k,
+                                   0, 0, NULL, NULL);
+        return GK_OK;
+    }
+    int small = G(use_small)(m, n, k);
+    int pack_a = !small, pack_b = !small || trans_b;
+    int64_t per = (pack_a ? G(work_a)() : 0) + (pack_b ? G(work_b)(n) : 0);
+    int threads = 1;
+    if ((double)m * (double)n * (double)k >= PAR_MNK) threads = gk_get_threads();
+    if (per > 0) {
+        int64_t fit = work ? work_size / per : 0;
+        if (fit < 1) return GK_ERR_WORKSPACE;
+        if (threads > fit) threads = (int)fit;
+    }
+    /* split the larger of M and N into contiguous runs of whole tiles, one per thread */
+    int split_n = n >= m;
+    int64_t tile = split_n ? NR : MR;
+    int64_t tiles = ((split_n ? n : m) + tile - 1) / tile;
+    if (threads > tiles) threads = (int)tiles;
+#pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        int t = gk_thread_num();
+        int64_t lo = tiles * t / threads * tile, hi = tiles * (t + 1) / threads * tile;
+        REAL *ap = work ? work + per * t : NULL;
+        REAL *bp = pack_a ? (ap ? ap + G(work_a)() : NULL) : ap;
+        if (split_n) {
+            if (hi > n) hi = n;
+            if (hi > lo)
+                G(gemm_serial)(c + lo, n, colsum ? colsum + lo : NULL, a, rsa, csa,
+                               b + lo * csb, rsb, csb, bias ? bias + lo : NULL, m, hi - lo, k,
+                               pack_a, pack_b, ap, bp);
+        } else {
+            if (hi > m) hi = m;
+            if (hi > lo)
+                G(gemm_serial)(c + lo * n, n, lo == 0 ? colsum : NULL, a + lo * rsa, rsa,
+                               csa, b, rsb, csb, bias, hi - lo, n, k, pack_a, pack_b, ap, bp);
+        }
+    }
+    return GK_OK;
+}
+
+#undef NV

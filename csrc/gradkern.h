@@ -1,0 +1,201 @@
+/* gradkern C API: the one declaration of every C function the Python wrapper calls.
+
+   This header holds no preprocessor lines: the cffi build reads it verbatim as its cdef,
+   and csrc/gradkern.c includes it after <stdint.h>.
+
+   Conventions (DESIGN.md §3): outputs first, then inputs, then sizes; every size and index
+   is int64_t; arrays are C-contiguous and of one dtype, float (_f32) or double (_f64).
+   Legend: B = batch rows, C = input features, OC = output features, N = features of an
+   elementwise layer, K = classes or targets per row, P = flat parameter count.
+
+   Functions that can fail return an int: GK_OK (0) or a negative GK_ERR_* code. C checks
+   every index it is given (class labels, permutation entries, plan offsets) before use. */
+
+enum {
+    /* activation kinds, as plan.ACTIVATIONS */
+    GK_IDENTITY = 0, GK_RELU = 1, GK_LEAKY_RELU = 2, GK_SIGMOID = 3, GK_TANH = 4, GK_GELU = 5,
+    /* loss kinds, as plan.LOSSES */
+    GK_MSE = 0, GK_CROSS_ENTROPY = 1, GK_BINARY_CROSS_ENTROPY = 2,
+    /* layer kinds, as plan.LAYER_KINDS */
+    GK_DENSE = 0, GK_ACTIVATION = 1, GK_BATCHNORM = 2, GK_DROPOUT = 3,
+    /* columns of Plan.ops and Plan.fargs */
+    GK_K_KIND = 0, GK_K_IN = 1, GK_K_OUT = 2, GK_K_PA = 3, GK_K_PB = 4, GK_K_SA = 5,
+    GK_K_SB = 6, GK_K_ACT = 7, GK_K_OUTOFF = 8, GK_K_CACHE = 9, GK_OPS_COLS = 10,
+    GK_F_P = 0, GK_F_EPS = 0, GK_F_MOM = 1, GK_FARGS_COLS = 2,
+    /* optimizer kinds and columns of Optimizer.hyper, as optim.py */
+    GK_SGD = 0, GK_ADAM = 1,
+    GK_H_LR = 0, GK_H_MOM = 1, GK_H_DAMP = 2, GK_H_NESTEROV = 3, GK_H_WD = 4, GK_H_BETA1 = 5,
+    GK_H_BETA2 = 6, GK_H_EPS = 7, GK_H_DECOUPLED = 8, GK_HYPER_COLS = 9,
+    /* error codes */
+    GK_OK = 0, GK_ERR_LABEL = -1, GK_ERR_INDEX = -2, GK_ERR_SHAPE = -3, GK_ERR_WORKSPACE = -4,
+    GK_ERR_KIND = -5, GK_ERR_PLAN = -6,
+    /* instruction sets of the GEMM and vector kernels */
+    GK_ISA_GENERIC = 0, GK_ISA_AVX2 = 1, GK_ISA_AVX512 = 2
+};
+
+/* ---- runtime: instruction set, threads, build facts ---- */
+int gk_isa(void);                  /* the instruction set in use */
+int gk_set_isa(int isa);           /* choose one (tests); returns the one in use afterwards */
+int gk_best_isa(void);             /* the best this CPU supports */
+int gk_openmp(void);               /* 1 when built with OpenMP */
+void gk_set_threads(int n);
+int gk_get_threads(void);
+const char *gk_build_info(void);   /* compiler and flags */
+int gk_tile_f32(int64_t *mr, int64_t *nr, int64_t *kc);  /* register tile of the ISA in use */
+int gk_tile_f64(int64_t *mr, int64_t *nr, int64_t *kc);
+
+/* ---- GEMM: c (M, N) = op(a) (M, K) @ op(b) (K, N) [+ bias (N,)] ----
+   trans_a = 0: a stored (M, K); 1: a stored (K, M).  trans_b = 0: b stored (K, N); 1: (N, K).
+   colsum_b, when not NULL, receives Σ_k op(b)[k, :] (N,): the bias gradient of X^T·dY.
+   work: scratch of work_size elements, at least gk_gemm_work_f32/_f64(M, N, K) of them. */
+int64_t gk_gemm_work_f32(int64_t m, int64_t n, int64_t k);
+int64_t gk_gemm_work_f64(int64_t m, int64_t n, int64_t k);
+int gk_gemm_f32(float *c, float *colsum_b, const float *a, const float *b, const float *bias,
+                int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b,
+                float *work, int64_t work_size);
+int gk_gemm_f64(double *c, double *colsum_b, const double *a, const double *b,
+                const double *bias, int64_t m, int64_t n, int64_t k, int64_t trans_a,
+                int64_t trans_b, double *work, int64_t work_size);
+
+/* ---- dense layer ---- */
+/* out (B, OC) = inp (B, C) @ weight (C, OC) + bias (OC) */
+int gk_matmul_forward_f32(float *out, const float *inp, const float *weight, const float *bias,
+                          int64_t B, int64_t C, int64_t OC, float *work, int64_t work_size);
+int gk_matmul_forward_f64(double *out, const double *inp, const double *weight,
+                          const double *bias, int64_t B, int64_t C, int64_t OC,
+                          double *work, int64_t work_size);
+/* dinp (B, C) = dout @ weight^T (skipped when dinp is NULL); dweight (C, OC) = inp^T @ dout;
+   dbias (OC) = Σ_rows dout */
+int gk_matmul_backward_f32(float *dinp, float *dweight, float *dbias, const float *dout,
+                           const float *inp, const float *weight, int64_t B, int64_t C,
+                           int64_t OC, float *work, int64_t work_size);
+int gk_matmul_backward_f64(double *dinp, double *dweight, double *dbias, const double *dout,
+                           const double *inp, const double *weight, int64_t B, int64_t C,
+                           int64_t OC, double *work, int64_t work_size);
+
+/* ---- activations: out, inp, dinp, dout (n elements) ---- */
+int gk_activation_forward_f32(int64_t kind, float *out, const float *inp, int64_t n);
+int gk_activation_forward_f64(int64_t kind, double *out, const double *inp, int64_t n);
+int gk_activation_backward_f32(int64_t kind, float *dinp, const float *dout, const float *inp,
+                               const float *out, int64_t n);
+int gk_activation_backward_f64(int64_t kind, double *dinp, const double *dout,
+                               const double *inp, const double *out, int64_t n);
+
+/* ---- losses: dpred, pred (B, K); target (B, K) floats or labels (B,) int64 in [0, K) ---- */
+int gk_loss_forward_backward_f32(int64_t kind, float *dpred, double *loss, const float *pred,
+                                 const float *target, const int64_t *labels, int64_t B,
+                                 int64_t K);
+int gk_loss_forward_backward_f64(int64_t kind, double *dpred, double *loss, const double *pred,
+                                 const double *target, const int64_t *labels, int64_t B,
+                                 int64_t K);
+
+/* ---- batchnorm: out, inp (B, N); mean, var, rstd, gamma, beta, running stats (N) ---- */
+int gk_batchnorm_forward_f32(float *out, float *mean, float *var, float *rstd, const float *inp,
+                             const float *gamma, const float *beta, const float *running_mean,
+                             const float *running_var, int64_t training, double eps, int64_t B,
+                             int64_t N);
+int gk_batchnorm_forward_f64(double *out, double *mean, double *var, double *rstd,
+                             const double *inp, const double *gamma, const double *beta,
+                             const double *running_mean, const double *running_var,
+                             int64_t training, double eps, int64_t B, int64_t N);
+/* dinp (skipped when NULL), dgamma, dbeta */
+int gk_batchnorm_backward_f32(float *dinp, float *dgamma, float *dbeta, const float *dout,
+                              const float *inp, const float *mean, const float *rstd,
+                              const float *gamma, int64_t B, int64_t N);
+int gk_batchnorm_backward_f64(double *dinp, double *dgamma, double *dbeta, const double *dout,
+                              const double *inp, const double *mean, const double *rstd,
+                              const double *gamma, int64_t B, int64_t N);
+int gk_batchnorm_update_running_f32(float *running_mean, float *running_var, const float *mean,
+                                    const float *var, int64_t rows, double momentum, int64_t N);
+int gk_batchnorm_update_running_f64(double *running_mean, double *running_var,
+                                    const double *mean, const double *var, int64_t rows,
+                                    double momentum, int64_t N);
+
+/* ---- dropout: out, mask, inp, dinp, dout (n elements) ---- */
+int gk_dropout_forward_f32(float *out, float *mask, const float *inp, double p, uint64_t seed,
+                           int64_t n);
+int gk_dropout_forward_f64(double *out, double *mask, const double *inp, double p,
+                           uint64_t seed, int64_t n);
+int gk_dropout_backward_f32(float *dinp, const float *dout, const float *mask, int64_t n);
+int gk_dropout_backward_f64(double *dinp, const double *dout, const double *mask, int64_t n);
+
+/* ---- optimizers on flat buffers (P elements); hyper (GK_HYPER_COLS); step from 1 ---- */
+int gk_sgd_update_f32(float *params, float *buf, const float *grads, const double *hyper,
+                      int64_t step, int64_t P);
+int gk_sgd_update_f64(double *params, double *buf, const double *grads, const double *hyper,
+                      int64_t step, int64_t P);
+int gk_adam_update_f32(float *params, float *m, float *v, const float *grads,
+                       const double *hyper, int64_t step, int64_t P);
+int gk_adam_update_f64(double *params, double *m, double *v, const double *grads,
+                       const double *hyper, int64_t step, int64_t P);
+double gk_sum_squares_f32(const float *x, int64_t n);   /* Σ x², in double, fixed order */
+double gk_sum_squares_f64(const double *x, int64_t n);
+void gk_scale_f32(float *x, double factor, int64_t n);
+void gk_scale_f64(double *x, double factor, int64_t n);
+
+/* ---- fused drivers over a plan ----
+   A gk_model is filled once per (plan, buffers, capacity) by the wrapper and checked by
+   gk_model_check_*; pointers are to the dtype of the _f32/_f64 function that uses it. */
+typedef struct gk_model {
+    int64_t n_layers;
+    const int64_t *ops;        /* (n_layers, GK_OPS_COLS) */
+    const double *fargs;       /* (n_layers, GK_FARGS_COLS) */
+    const int64_t *out_off;    /* (n_layers,) element offsets into acts and dacts */
+    const int64_t *cache_off;  /* (n_layers,) element offsets into cache */
+    int64_t loss;
+    int64_t capacity;          /* rows the workspace holds */
+    void *params; void *grads; void *state;
+    void *acts; void *dacts; void *cache;
+    int64_t n_params, n_state, n_acts, n_cache;   /* element counts of those arrays */
+    void *xbuf; void *ybuf; int64_t *lbuf;          /* gathered minibatch (train_epoch) */
+    void *work; int64_t work_size;                  /* GEMM scratch */
+} gk_model;
+
+typedef struct gk_optim {
+    int64_t kind;              /* GK_SGD or GK_ADAM */
+    const double *hyper;       /* (GK_HYPER_COLS) */
+    int64_t *step;             /* (1,) incremented by each accepted step */
+    void *buf1; void *buf2;    /* momentum, or Adam m and v (n_params each) */
+} gk_optim;
+
+/* checks every offset of the plan against the buffer sizes; GK_OK or GK_ERR_PLAN */
+int gk_model_check_f32(const gk_model *m);
+int gk_model_check_f64(const gk_model *m);
+/* GEMM scratch (elements) the drivers need for this plan and capacity */
+int64_t gk_model_work_f32(const gk_model *m);
+int64_t gk_model_work_f64(const gk_model *m);
+
+/* x (rows, n_in) -> the last layer's output in acts; training: batch statistics, dropout */
+int gk_forward_f32(const gk_model *m, const float *x, int64_t rows, int64_t training,
+                   uint64_t seed);
+int gk_forward_f64(const gk_model *m, const double *x, int64_t rows, int64_t training,
+                   uint64_t seed);
+/* training forward, loss, backward: fills grads; target floats (rows, n_out) or labels */
+int gk_gradients_f32(const gk_model *m, double *loss, const float *x, const float *target,
+                     const int64_t *labels, int64_t rows, uint64_t seed);
+int gk_gradients_f64(const gk_model *m, double *loss, const double *x, const double *target,
+                     const int64_t *labels, int64_t rows, uint64_t seed);
+/* one step; loss and gnorm (before clipping) out; a non-finite one rejects the step */
+int gk_train_step_f32(const gk_model *m, const gk_optim *o, double *loss, double *gnorm,
+                      const float *x, const float *target, const int64_t *labels, int64_t rows,
+                      uint64_t seed, double clip_norm);
+int gk_train_step_f64(const gk_model *m, const gk_optim *o, double *loss, double *gnorm,
+                      const double *x, const double *target, const int64_t *labels,
+                      int64_t rows, uint64_t seed, double clip_norm);
+/* minibatches X[perm[k*bs:(k+1)*bs]]; X (n_rows, n_in), target (n_rows, n_out) or labels
+   (n_rows,); seeds, losses, gnorms (n_batches,). Returns accepted steps, or GK_ERR_*. */
+int64_t gk_train_epoch_f32(const gk_model *m, const gk_optim *o, double *losses,
+                           double *gnorms, const float *X, const float *target,
+                           const int64_t *labels, int64_t n_rows, const int64_t *perm,
+                           int64_t n_perm, int64_t batch_size, const uint64_t *seeds,
+                           double clip_norm);
+int64_t gk_train_epoch_f64(const gk_model *m, const gk_optim *o, double *losses,
+                           double *gnorms, const double *X, const double *target,
+                           const int64_t *labels, int64_t n_rows, const int64_t *perm,
+                           int64_t n_perm, int64_t batch_size, const uint64_t *seeds,
+                           double clip_norm);
+
+/* ---- test only: in the sanitizer build, mallocs n floats and writes one past the end (the
+   planted bug `make sanitize` must catch); elsewhere does nothing and returns -1 ---- */
+int gk_test_oob_write(int64_t n);
+int gk_sanitized(void);            /* 1 in the sanitizer build */
