@@ -12,6 +12,7 @@ from .scaling import fastest_regions, fit_scaling
 from .workload import PEERS
 
 SCHEMA = "gradkern-bench/1"
+BUSY = 0.05  # share of the CPU used by other processes above which a run is flagged
 KEY_FIELDS = ("impl", "threads", "dtype", "batch", "depth", "width")
 
 
@@ -36,6 +37,10 @@ def fmt_num(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "—"
     return f"{x:.{digits}g}"
+
+
+def _pct(x: float | None) -> str:
+    return "—" if x is None else f"{100 * x:.0f}"
 
 
 def fmt_mb(n: int | None) -> str:
@@ -222,6 +227,19 @@ def write_markdown(results: dict, path: Path) -> None:
              f"**{', '.join(map(str, cfg['threads']))}**, {len(cells)} timed runs in "
              f"{results['elapsed_s']:.0f} s.")
     L.append("")
+    other = results.get("other_load")
+    if other is not None:
+        busy = [c for c in cells if (c.get("other_load") or 0) > BUSY]
+        la = results.get("load_average_before", [None])[0]
+        line = (f"Other processes used {100 * other:.0f}% of the machine's CPU time during "
+                f"this run (load average {fmt_num(la, 2)} at the start).")
+        if other > BUSY or busy:
+            line = (f"**Warning: the machine was shared.** {line} {len(busy)} of {len(cells)} "
+                    f"runs saw more than {100 * BUSY:.0f}% of it (column `other %` below); "
+                    "multithreaded kernels suffer most. Rerun on a quiet machine before "
+                    "quoting those figures.")
+        L.append(line)
+        L.append("")
     blas = m["blas"]
     lifted = m.get("blas_pin_lifted") or {}
     pin = ("lifted for this run: " + ", ".join(f"{k}={v}" for k, v in lifted.items()) +
@@ -348,8 +366,10 @@ def write_markdown(results: dict, path: Path) -> None:
     # scaling
     L.append("## Scaling")
     L.append("")
-    L.append("Exponents are slopes of log(step time) against log(depth) (expected 1 once "
-             "layers dominate) and against log(width) (expected 2 once compute-bound). "
+    L.append("Exponents are slopes of log(step time) against log(depth) and against "
+             "log(width); beside each, in brackets, the slope of the FLOPs themselves, which a "
+             "compute-bound implementation follows (a little over 1 in depth, as FLOPs grow "
+             "like 3d−1; just under 2 in width). Overhead pulls the exponents down. "
              "Overhead fit: t = t₀ + FLOPs / r over the widths; the crossover width is where "
              "compute time equals the overhead t₀ (below it a step is overhead-bound). "
              "Figures are medians over the other grid axes.")
@@ -361,10 +381,13 @@ def write_markdown(results: dict, path: Path) -> None:
             if not s:
                 continue
             rows.append([impl, t, fmt_num(s["depth_exponent_median"]),
-                         fmt_num(s["width_exponent_median"]), fmt_us(s["overhead_us_median"]),
+                         fmt_num(s["depth_flops_exponent_median"]),
+                         fmt_num(s["width_exponent_median"]),
+                         fmt_num(s["width_flops_exponent_median"]),
+                         fmt_us(s["overhead_us_median"]),
                          fmt_num(s["crossover_width_median"], 3)])
-        L += _table(["impl", "threads", "depth exponent", "width exponent", "overhead t₀ (µs)",
-                     "crossover width"], rows)
+        L += _table(["impl", "threads", "depth exponent", "(FLOPs)", "width exponent",
+                     "(FLOPs)", "overhead t₀ (µs)", "crossover width"], rows)
         L.append(f"Crossover width per depth and batch ({t} threads; — means compute never "
                  "shows above the overhead in this grid):")
         L.append("")
@@ -418,14 +441,15 @@ def write_markdown(results: dict, path: Path) -> None:
     for c in cells:
         if c.get("status") != "ok":
             rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]),
-                         str(c["depth"]), str(c["width"])] + ["—"] * 6 + [c.get("status", "?")])
+                         str(c["depth"]), str(c["width"]), c.get("status", "?")] + ["—"] * 7)
             continue
         rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]), str(c["depth"]),
                      str(c["width"]), fmt_us(c["median_us"]), fmt_us(c["q1_us"]),
                      fmt_us(c["q3_us"]), fmt_us(c["min_us"]), fmt_us(c["max_us"]),
-                     f"{c['runs']}×{c['inner']}", fmt_num(c["gflops"])])
+                     f"{c['runs']}×{c['inner']}", fmt_num(c["gflops"]),
+                     _pct(c.get("other_load"))])
     L += _table(["impl", "threads", "dtype", "batch", "depth", "width", "median µs", "q1 µs",
-                 "q3 µs", "min µs", "max µs", "runs×steps", "GFLOP/s"], rows)
+                 "q3 µs", "min µs", "max µs", "runs×steps", "GFLOP/s", "other %"], rows)
 
     L.append("## How to read this report")
     L.append("")

@@ -1,10 +1,11 @@
 """How step time grows with depth and width, fitted per implementation.
 
-- Exponent in depth: slope of log t against log depth at fixed width and batch (1 when
-  each layer costs the same and nothing else does; below 1 while a fixed per-step
-  overhead dominates).
-- Exponent in width: slope of log t against log width at fixed depth and batch (2 once
-  the matmuls dominate; near 0 while per-call overhead does).
+- Exponent in depth: slope of log t against log depth at fixed width and batch. Pure
+  compute gives the slope of the FLOPs (reported beside it, `flops_exponent`): a little
+  above 1, since FLOPs grow as 3d-1 (no input gradient for the first layer); a fixed
+  per-step overhead pulls it below. `per_layer_us` is the slope of t against d.
+- Exponent in width: slope of log t against log width at fixed depth and batch (the FLOPs
+  give just under 2 once the matmuls dominate; near 0 while per-call overhead does).
 - Overhead model: t = t0 + flops / r, fitted by least squares in relative error over the
   widths at fixed depth and batch. t0 is the per-step overhead, r the sustained rate;
   the crossover width is where the two terms are equal: below it a step is
@@ -35,7 +36,7 @@ def overhead_fit(flops, times) -> tuple[float, float] | None:
     A = np.stack([np.ones_like(f), f], axis=1) / t[:, None]  # rows divided by t: relative
     coef, *_ = np.linalg.lstsq(A, np.ones_like(t), rcond=None)
     t0, inv_rate = float(coef[0]), float(coef[1])
-    if inv_rate <= 0:  # no compute term visible: all overhead
+    if inv_rate * f.max() <= 1e-9 * t.max():  # no compute term visible: all overhead
         return max(t0, 0.0), math.inf
     if t0 < 0:  # no overhead visible: refit through the origin
         t0, inv_rate = 0.0, float(np.sum(f / t) / np.sum((f / t) ** 2))
@@ -82,7 +83,12 @@ def fit_scaling(cells: list[dict]) -> dict:
                 ds = [d for d in depths if (d, w, b) in t]
                 s = loglog_slope(ds, [t[(d, w, b)] for d in ds])
                 if s is not None:
-                    depth_exp.append({"width": w, "batch": b, "exponent": s})
+                    # what pure compute would give: FLOPs grow as 3d-1, not d (the first
+                    # layer has no input gradient), so slightly faster than linear
+                    sf = loglog_slope(ds, [step_flops(d, w, b) for d in ds])
+                    per_layer = float(np.polyfit(ds, [t[(d, w, b)] for d in ds], 1)[0])
+                    depth_exp.append({"width": w, "batch": b, "exponent": s,
+                                      "flops_exponent": sf, "per_layer_us": per_layer * 1e6})
         for d in depths:
             for b in batches:
                 ws = [w for w in widths if (d, w, b) in t]
@@ -90,7 +96,9 @@ def fit_scaling(cells: list[dict]) -> dict:
                 if s is not None:
                     local = [loglog_slope(ws[i:i + 2], [t[(d, w, b)] for w in ws[i:i + 2]])
                              for i in range(len(ws) - 1)]
+                    sf = loglog_slope(ws, [step_flops(d, w, b) for w in ws])
                     width_exp.append({"depth": d, "batch": b, "exponent": s,
+                                      "flops_exponent": sf,
                                       "local": dict(zip([f"{a}-{c}" for a, c in
                                                          zip(ws, ws[1:], strict=False)],
                                                         local, strict=True))})
@@ -106,7 +114,9 @@ def fit_scaling(cells: list[dict]) -> dict:
             "width_exponents": width_exp,
             "overhead": overhead,
             "depth_exponent_median": _median([e["exponent"] for e in depth_exp]),
+            "depth_flops_exponent_median": _median([e["flops_exponent"] for e in depth_exp]),
             "width_exponent_median": _median([e["exponent"] for e in width_exp]),
+            "width_flops_exponent_median": _median([e["flops_exponent"] for e in width_exp]),
             "crossover_width_median": _median([o["crossover_width"] for o in overhead
                                                if o["crossover_width"] is not None]),
             "overhead_us_median": _median([o["overhead_us"] for o in overhead]),
