@@ -28,3 +28,19 @@ lint: $(STAMP)
 
 clean:
 	rm -rf build dist src/*.egg-info src/gradkern/*.so src/gradkern/_gradkern_c*.c .pytest_cache
+
+# The C backend under AddressSanitizer + UndefinedBehaviorSanitizer: a separate build in
+# build/sanitize (the installed extension is left alone), loaded through GRADKERN_C_EXT,
+# running the C tests and the shared suite's c cases; test_sanitizer_canary checks that
+# a planted out-of-bounds write is caught.
+SAN_DIR := build/sanitize
+SAN_ENV = GRADKERN_C_EXT=$$(ls $(SAN_DIR)/gradkern/_gradkern_c*.so) \
+	LD_PRELOAD=$$(gcc -print-file-name=libasan.so) PYTHONMALLOC=malloc \
+	ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+
+.PHONY: sanitize
+sanitize: $(STAMP)
+	rm -rf $(SAN_DIR)
+	GRADKERN_SANITIZE=1 $(PY) src/gradkern/_build_c.py $(SAN_DIR)
+	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/test_c_backend.py
+	$(SAN_ENV) $(PY) -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_drivers.py -k "[c-"
