@@ -73,22 +73,32 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
         optimizer: _optim.Optimizer | None = None, shuffle: bool = True,
         validation_data=None, early_stopping: EarlyStopping | int | None = None,
         progress: bool = True, clip_norm: float | None = None,
-        on_divergence: str = "raise", on_epoch=None) -> History:
+        on_divergence: str = "raise", on_epoch=None, diagnostics: bool | int = False,
+        checkpoint=None, checkpoint_every: int = 1, resume=None) -> History:
     """Train `model` on (X, y); see Sequential.fit.
 
+    epochs: the total number of epochs (a resumed fit runs the ones still missing).
     early_stopping: an EarlyStopping, or an int patience on val_loss (loss without
     validation data). clip_norm: clip the global gradient norm per step.
     on_divergence: 'raise' stops with TrainingDiverged before a non-finite step is
-    applied; 'restore' puts back the weights of the last good epoch and stops quietly.
+    applied; 'restore' puts back the weights of the last good epoch and stops with a warning.
+    on_epoch: called as on_epoch(epoch, figures) after each epoch (epoch counts from 1).
+    diagnostics: True records per-layer figures every epoch, an int N every N steps
+    (History.diagnostics; see gradkern.diagnostics).
+    checkpoint, checkpoint_every: save weights, optimizer state, the data-order generator,
+    epoch and step to this path every N epochs (atomically). resume: continue from such a
+    file; training 2N epochs straight and N + resume + N give identical weights.
     """
     from .model import TrainingDiverged
 
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
+    checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
     if on_divergence not in ("raise", "restore"):
         raise ValueError(f"on_divergence must be 'raise' or 'restore', got {on_divergence!r}")
     if clip_norm is not None and not (isinstance(clip_norm, (int, float)) and clip_norm > 0):
         raise ValueError(f"clip_norm must be a positive number, got {clip_norm!r}")
+    every = _diagnostics_interval(diagnostics)
     if optimizer is None:
         optimizer = _optim.Adam()
     if not isinstance(optimizer, _optim.Optimizer):
@@ -112,20 +122,33 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     has_bn = any(L.kind == BATCHNORM for L in model.plan.layers)
     if has_bn and n < 2:
         raise ValueError("batch normalization needs at least 2 training rows")
+    history = History()
+    start_epoch = 0
+    if resume is not None:
+        from .checkpoint import restore_training
+
+        start_epoch, past = restore_training(model, optimizer, resume)
+        history.history = {k: list(v) for k, v in past.items()}
+        history.epochs_run = start_epoch
     optimizer.bind(model.plan.n_params, model.dtype)
     model.bufs.ensure_capacity(bs)
-    history = History()
     best = (math.inf, None)  # (monitored value, snapshot)
     since_best = 0
     last_good = model.state_snapshot(), optimizer.snapshot()
+    recorder = None
+    if every is not None:
+        from .diagnostics import Recorder
+
+        recorder = Recorder(model)
+        probe = Xc[:bs], yc[:bs]
 
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=epochs, desc="fit", unit="epoch", leave=False)
+        bar = tqdm(total=epochs, initial=start_epoch, desc="fit", unit="epoch", leave=False)
     try:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             perm = model._rng.permutation(n) if shuffle else np.arange(n)
             if has_bn and n % bs == 1:
@@ -135,10 +158,22 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
             seeds = model._rng.integers(0, 2**64, size=n_batches, dtype=np.uint64)
             losses = np.zeros(n_batches)
             gnorms = np.zeros(n_batches)
-            with np.errstate(over="ignore", invalid="ignore"):  # divergence is reported below
-                done = model.backend.train_epoch(model.plan, model.bufs, Xc, yc, perm, bs,
-                                                 optimizer, seeds, float(clip_norm or 0.0),
-                                                 losses, gnorms)
+            # one backend call per epoch, or per `every` steps when diagnostics ask for it
+            chunk = n_batches if every in (None, 0) else every
+            done = 0
+            while done < n_batches:
+                k = min(chunk, n_batches - done)
+                with np.errstate(over="ignore", invalid="ignore"):  # reported below
+                    ok = model.backend.train_epoch(
+                        model.plan, model.bufs, Xc, yc, perm[done * bs : (done + k) * bs], bs,
+                        optimizer, seeds[done : done + k], float(clip_norm or 0.0),
+                        losses[done : done + k], gnorms[done : done + k])
+                done += ok
+                if ok < k:
+                    break
+                if recorder is not None and (every or done == n_batches):
+                    history.diagnostics.append(
+                        recorder.record(model, *probe, epoch + 1, int(optimizer.step[0])))
             if done < n_batches:
                 msg = (f"epoch {epoch + 1}, step {done + 1}: loss {losses[done]}, gradient norm "
                        f"{gnorms[done]}; the step was not applied")
@@ -155,13 +190,18 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
             if val is not None:
                 ev = model._evaluate_checked(*val)
                 figures["val_loss"] = ev["loss"]
-                for k in ("accuracy", "r2"):
-                    if k in ev:
-                        figures[f"val_{k}"] = ev[k]
+                for key in ("accuracy", "r2"):
+                    if key in ev:
+                        figures[f"val_{key}"] = ev[key]
             figures["seconds"] = time.perf_counter() - t0
             history.record(**figures)
             history.epochs_run = epoch + 1
             last_good = model.state_snapshot(), optimizer.snapshot()
+            if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0
+                                           or epoch + 1 == epochs):
+                from .checkpoint import save_training
+
+                save_training(model, optimizer, checkpoint, epoch + 1, history.history)
             if on_epoch is not None:
                 on_epoch(epoch + 1, figures)
             if bar is not None:
@@ -184,3 +224,12 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     if stopper is not None and stopper.restore_best and best[1] is not None:
         model.restore_snapshot(best[1])
     return history
+
+
+def _diagnostics_interval(diagnostics) -> int | None:
+    """None: off; 0: once per epoch; N: every N steps."""
+    if diagnostics is False or diagnostics is None:
+        return None
+    if diagnostics is True:
+        return 0
+    return check_int(diagnostics, "diagnostics")
