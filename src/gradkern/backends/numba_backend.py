@@ -90,7 +90,7 @@ _FM = {"reassoc", "contract"}  # reductions only: no 'nnan'/'ninf', NaN must sur
 
 # Below this many elements the flat-buffer passes (optimizer, sum of squares) run on one
 # thread: a parallel region costs a few µs to start, more than the pass itself.
-PAR_MIN = 1 << 17
+PAR_MIN = 1 << 62
 # The sum of squares adds fixed chunks in a fixed order, whatever the thread count, so
 # the gradient norm is bit-identical on repeat and between the serial and parallel paths.
 CHUNK = 1 << 14
@@ -429,24 +429,22 @@ def _adam_par(params, grads, m, v, hyper, step):
 
 
 @njit(cache=CACHE)
-def sgd_update(params, grads, buf, hyper, step):
-    # torch.optim.SGD on flat buffers (n,); buf is the momentum buffer; step from 1
+def _sgd(params, grads, buf, hyper, step, par_min):
     n = params.shape[0]
     if hyper[1] != 0.0 and buf.shape[0] != n:
         raise ValueError("SGD with momentum needs a momentum buffer as long as params")
-    if n >= PAR_MIN:
+    if n >= par_min:
         _sgd_par(params, grads, buf, hyper, step)
     else:
         _sgd_range(params, grads, buf, hyper, step, 0, n)
 
 
 @njit(cache=CACHE)
-def adam_update(params, grads, m, v, hyper, step):
-    # torch.optim.Adam / AdamW (hyper decoupled) on flat buffers (n,); step from 1
+def _adam(params, grads, m, v, hyper, step, par_min):
     n = params.shape[0]
     if m.shape[0] != n or v.shape[0] != n:
         raise ValueError("Adam needs moment buffers as long as params")
-    if n >= PAR_MIN:
+    if n >= par_min:
         _adam_par(params, grads, m, v, hyper, step)
     else:
         _adam_range(params, grads, m, v, hyper, step, 0, n)
@@ -469,12 +467,11 @@ def _partial_sums_par(parts, x):
 
 
 @njit(cache=CACHE)
-def sum_squares(x):
-    # Σ x² of a flat array, in float64: chunks of CHUNK, added in chunk order
+def _sum_squares(x, par_min):
     n = x.shape[0]
     nchunks = (n + CHUNK - 1) // CHUNK
     total = 0.0
-    if n >= PAR_MIN:
+    if n >= par_min:
         parts = np.empty(nchunks, np.float64)
         _partial_sums_par(parts, x)
         for c in range(nchunks):
@@ -483,6 +480,24 @@ def sum_squares(x):
         for c in range(nchunks):
             total += _chunk_sum_squares(x, c * CHUNK, min(n, (c + 1) * CHUNK))
     return total
+
+
+@njit(cache=CACHE)
+def sgd_update(params, grads, buf, hyper, step):
+    # torch.optim.SGD on flat buffers (n,); buf is the momentum buffer; step from 1
+    _sgd(params, grads, buf, hyper, step, PAR_MIN)
+
+
+@njit(cache=CACHE)
+def adam_update(params, grads, m, v, hyper, step):
+    # torch.optim.Adam / AdamW (hyper decoupled) on flat buffers (n,); step from 1
+    _adam(params, grads, m, v, hyper, step, PAR_MIN)
+
+
+@njit(cache=CACHE)
+def sum_squares(x):
+    # Σ x² of a flat array (n,), in float64: chunks of CHUNK, added in chunk order
+    return _sum_squares(x, PAR_MIN)
 
 
 @njit(cache=CACHE)
@@ -600,7 +615,7 @@ def _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, 
 
 @njit(cache=CACHE)
 def _commit(ops, fargs, params, grads, state, cache, cache_off, rows, opt_kind, hyper,
-            buf1, buf2, step):
+            buf1, buf2, step, par_min):
     # an accepted step: batchnorm running statistics, then the optimizer update
     for i in range(ops.shape[0]):
         if ops[i, K_KIND] == BATCHNORM:
@@ -611,33 +626,33 @@ def _commit(ops, fargs, params, grads, state, cache, cache_off, rows, opt_kind, 
                                      rows, fargs[i, F_MOM])
     step[0] += 1
     if opt_kind == SGD_KIND:
-        sgd_update(params, grads, buf1, hyper, step[0])
+        _sgd(params, grads, buf1, hyper, step[0], par_min)
     else:
-        adam_update(params, grads, buf1, buf2, hyper, step[0])
+        _adam(params, grads, buf1, buf2, hyper, step[0], par_min)
 
 
 @njit(cache=CACHE)
 def _train_step(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, out_off,
                 cache_off, x, target, labels, seed, opt_kind, hyper, buf1, buf2, step,
-                clip_norm):
+                clip_norm, par_min):
     # one step, as Backend.train_step: returns (loss, gradient norm before clipping);
     # a non-finite loss or norm rejects the step before anything of the model changes
     loss = _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache,
                       out_off, cache_off, x, target, labels, seed)
-    gnorm = math.sqrt(sum_squares(grads))
+    gnorm = math.sqrt(_sum_squares(grads, par_min))
     if not (math.isfinite(loss) and math.isfinite(gnorm)):
         return loss, gnorm
     if clip_norm > 0 and gnorm > clip_norm:
         scale(grads, clip_norm / (gnorm + 1e-6))  # torch.nn.utils.clip_grad_norm_
     _commit(ops, fargs, params, grads, state, cache, cache_off, x.shape[0], opt_kind, hyper,
-            buf1, buf2, step)
+            buf1, buf2, step, par_min)
     return loss, gnorm
 
 
 @njit(cache=CACHE)
 def _train_epoch(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, out_off,
                  cache_off, X, Y, labels, perm, batch_size, seeds, opt_kind, hyper, buf1,
-                 buf2, step, clip_norm, losses, gnorms):
+                 buf2, step, clip_norm, losses, gnorms, par_min):
     # minibatches X[perm[k·bs : (k+1)·bs]] in order, rows gathered here into xb / yb;
     # returns the number of accepted steps (stops at the first rejected one)
     n = perm.shape[0]
@@ -670,7 +685,7 @@ def _train_epoch(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache
         lv = lb[:rows] if use_labels else lb
         loss, gnorm = _train_step(ops, fargs, loss_kind, params, grads, state, acts, dacts,
                                   cache, out_off, cache_off, xv, yv, lv, seeds[k], opt_kind,
-                                  hyper, buf1, buf2, step, clip_norm)
+                                  hyper, buf1, buf2, step, clip_norm, par_min)
         losses[k] = loss
         gnorms[k] = gnorm
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
@@ -702,6 +717,7 @@ class NumbaBackend(Backend):
                        for dt in (np.dtype(np.float32), np.dtype(np.float64))}
         self._no_labels = np.empty(0, np.int64)
         self._first_call: dict[str, float] = {}  # driver/dtype -> seconds of its first call
+        self.par_min = PAR_MIN  # flat-buffer passes of at least this many elements use prange
 
     # ------------------------------------------------------------------ kernels
     def matmul_forward(self, out, inp, weight, bias):
@@ -840,7 +856,7 @@ class NumbaBackend(Backend):
             f"train_step/{plan.dtype}", _train_step, plan.ops, plan.fargs, plan.loss_code,
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, x, target, labels, _uint64(seed), opt.kind,
-            opt.hyper, buf1, buf2, opt.step, float(clip_norm))
+            opt.hyper, buf1, buf2, opt.step, float(clip_norm), self.par_min)
         return float(loss), float(gnorm)
 
     def train_epoch(self, plan: Plan, bufs: Buffers, X: np.ndarray, Y: np.ndarray,
@@ -858,6 +874,8 @@ class NumbaBackend(Backend):
         n_batches = (perm.shape[0] + batch_size - 1) // batch_size
         if perm.ndim != 1 or n_batches == 0:
             raise ValueError(f"perm must be a non-empty 1-D index array, got {perm.shape}")
+        if perm.min() < 0 or perm.max() >= X.shape[0]:  # before any step, not halfway
+            raise ValueError(f"perm holds row indices out of range [0, {X.shape[0]})")
         seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
         for name, a in (("seeds", seeds), ("losses", losses), ("gnorms", gnorms)):
             if a.shape[0] < n_batches:
@@ -871,7 +889,8 @@ class NumbaBackend(Backend):
             f"train_epoch/{plan.dtype}", _train_epoch, plan.ops, plan.fargs, plan.loss_code,
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, X, target, labels, perm, batch_size, seeds,
-            opt.kind, opt.hyper, buf1, buf2, opt.step, float(clip_norm), losses, gnorms))
+            opt.kind, opt.hyper, buf1, buf2, opt.step, float(clip_norm), losses, gnorms,
+            self.par_min))
 
     # ------------------------------------------------------------------ threads, report
     def set_threads(self, n: int) -> int:
