@@ -65,33 +65,35 @@ static void G(pack_b)(REAL *restrict dst, const REAL *restrict src, int64_t rs, 
 /* The register micro-kernel: C (mr, nr) tile (+)= A panel (mr, kc) @ B panel (kc, nr).
    A packed: a[p*MR + r]; else a[r*rsa + p*csa] with rows past mr clamped to the last one.
    B packed: NR values per p, zero padded; else b + p*rsb, loaded under the column mask.
+   nv: vectors per row actually computed (NV, or 1 for a tile at most VLEN wide, which
+   halves the work of narrow layers such as a 10-class head).
    first: C = acc + bias (bias may be NULL); otherwise C = C + acc. Only the mr x nr
    corner of C is read or written. */
 static inline __attribute__((always_inline)) void G(ukr_body)(
     int64_t kc, const REAL *restrict a, int64_t rsa, int64_t csa, const REAL *restrict b,
     int64_t rsb, REAL *restrict c, int64_t ldc, int64_t mr, int64_t nr, int first,
-    const REAL *restrict bias, const int a_packed, const int b_packed)
+    const REAL *restrict bias, const int a_packed, const int b_packed, const int nv)
 {
     VEC acc[MR][NV];
     VMASK mask[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; v++) mask[v] = MAKE_MASK(nr - v * VLEN);
+    for (int v = 0; v < nv; v++) mask[v] = MAKE_MASK(nr - v * VLEN);
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++)
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; v++) acc[r][v] = VZERO();
+        for (int v = 0; v < nv; v++) acc[r][v] = VZERO();
 
     if (a_packed) {
         for (int64_t p = 0; p < kc; p++) {
             VEC bv[NV];
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; v++)
+            for (int v = 0; v < nv; v++)
                 bv[v] = b_packed ? VLOAD(b + v * VLEN) : VLOADM(mask[v], b + v * VLEN);
 #pragma GCC unroll 16
             for (int r = 0; r < MR; r++) {
                 VEC av = VBCAST(a[r]);
 #pragma GCC unroll 8
-                for (int v = 0; v < NV; v++) acc[r][v] = VFMA(av, bv[v], acc[r][v]);
+                for (int v = 0; v < nv; v++) acc[r][v] = VFMA(av, bv[v], acc[r][v]);
             }
             a += MR;
             b += rsb;
@@ -103,13 +105,13 @@ static inline __attribute__((always_inline)) void G(ukr_body)(
         for (int64_t p = 0; p < kc; p++) {
             VEC bv[NV];
 #pragma GCC unroll 8
-            for (int v = 0; v < NV; v++)
+            for (int v = 0; v < nv; v++)
                 bv[v] = b_packed ? VLOAD(b + v * VLEN) : VLOADM(mask[v], b + v * VLEN);
 #pragma GCC unroll 16
             for (int r = 0; r < MR; r++) {
                 VEC av = VBCAST(a[roff[r]]);
 #pragma GCC unroll 8
-                for (int v = 0; v < NV; v++) acc[r][v] = VFMA(av, bv[v], acc[r][v]);
+                for (int v = 0; v < nv; v++) acc[r][v] = VFMA(av, bv[v], acc[r][v]);
             }
             a += csa;
             b += rsb;
@@ -118,14 +120,14 @@ static inline __attribute__((always_inline)) void G(ukr_body)(
 
     VEC bias_v[NV];
 #pragma GCC unroll 8
-    for (int v = 0; v < NV; v++)
+    for (int v = 0; v < nv; v++)
         bias_v[v] = (first && bias) ? VLOADM(mask[v], bias + v * VLEN) : VZERO();
 #pragma GCC unroll 16
     for (int r = 0; r < MR; r++) {
         if (r >= mr) break;
         REAL *cr = c + r * ldc;
 #pragma GCC unroll 8
-        for (int v = 0; v < NV; v++) {
+        for (int v = 0; v < nv; v++) {
             VEC x = first ? VADD(acc[r][v], bias_v[v])
                           : VADD(VLOADM(mask[v], cr + v * VLEN), acc[r][v]);
             VSTOREM(cr + v * VLEN, mask[v], x);
@@ -133,32 +135,40 @@ static inline __attribute__((always_inline)) void G(ukr_body)(
     }
 }
 
-static void G(ukr_pp)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
-                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
-                      const REAL *bias)
-{
-    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 1, 1);
-}
+/* the eight specializations: A packed or not, B packed or not, full or one-vector width */
+#define GK_UKR(suffix, ap, bp, nv)                                                          \
+    static void G(ukr_##suffix)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa,      \
+                                const REAL *b, int64_t rsb, REAL *c, int64_t ldc,         \
+                                int64_t mr, int64_t nr, int first, const REAL *bias)      \
+    {                                                                                       \
+        G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, ap, bp, nv);      \
+    }
+GK_UKR(pp, 1, 1, NV)
+GK_UKR(pu, 1, 0, NV)
+GK_UKR(up, 0, 1, NV)
+GK_UKR(uu, 0, 0, NV)
+GK_UKR(pp1, 1, 1, 1)
+GK_UKR(pu1, 1, 0, 1)
+GK_UKR(up1, 0, 1, 1)
+GK_UKR(uu1, 0, 0, 1)
+#undef GK_UKR
 
-static void G(ukr_pu)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
-                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
-                      const REAL *bias)
+static inline void G(ukr)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
+                          int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
+                          const REAL *bias, int a_packed, int b_packed)
 {
-    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 1, 0);
-}
-
-static void G(ukr_up)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
-                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
-                      const REAL *bias)
-{
-    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 0, 1);
-}
-
-static void G(ukr_uu)(int64_t kc, const REAL *a, int64_t rsa, int64_t csa, const REAL *b,
-                      int64_t rsb, REAL *c, int64_t ldc, int64_t mr, int64_t nr, int first,
-                      const REAL *bias)
-{
-    G(ukr_body)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias, 0, 0);
+    int narrow = nr <= VLEN;
+    int which = (a_packed ? 0 : 2) + (b_packed ? 0 : 1) + (narrow ? 4 : 0);
+    switch (which) {
+    case 0: G(ukr_pp)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    case 1: G(ukr_pu)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    case 2: G(ukr_up)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    case 3: G(ukr_uu)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    case 4: G(ukr_pp1)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    case 5: G(ukr_pu1)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    case 6: G(ukr_up1)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    default: G(ukr_uu1)(kc, a, rsa, csa, b, rsb, c, ldc, mr, nr, first, bias); break;
+    }
 }
 
 /* Scratch one thread needs: an (MC, KC) block of A and a (KC, NC) block of B, each
@@ -212,23 +222,9 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t mr = mc - ir < MR ? mc - ir : MR;
                         REAL *cm = c + (ic + ir) * ldc + jc + jr;
-                        if (pack_a) {
-                            const REAL *am = ap + ir * kc;
-                            if (pack_b)
-                                G(ukr_pp)(kc, am, 1, MR, bm, bstride, cm, ldc, mr, nr, first,
-                                          bias_j);
-                            else
-                                G(ukr_pu)(kc, am, 1, MR, bm, bstride, cm, ldc, mr, nr, first,
-                                          bias_j);
-                        } else {
-                            const REAL *am = asrc + ir * rsa;
-                            if (pack_b)
-                                G(ukr_up)(kc, am, rsa, csa, bm, bstride, cm, ldc, mr, nr,
-                                          first, bias_j);
-                            else
-                                G(ukr_uu)(kc, am, rsa, csa, bm, bstride, cm, ldc, mr, nr,
-                                          first, bias_j);
-                        }
+                        const REAL *am = pack_a ? ap + ir * kc : asrc + ir * rsa;
+                        G(ukr)(kc, am, pack_a ? 1 : rsa, pack_a ? MR : csa, bm, bstride, cm,
+                               ldc, mr, nr, first, bias_j, pack_a, pack_b);
                     }
                 }
             }
@@ -273,12 +269,18 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
         if (fit < 1) return GK_ERR_WORKSPACE;
         if (threads > fit) threads = (int)fit;
     }
+    if (threads <= 1) {  /* no parallel region at all: it costs more than a small product */
+        REAL *ap = work, *bp = pack_a ? (work ? work + G(work_a)() : NULL) : work;
+        G(gemm_serial)(c, n, colsum, a, rsa, csa, b, rsb, csb, bias, m, n, k, pack_a, pack_b,
+                       ap, bp);
+        return GK_OK;
+    }
     /* split the larger of M and N into contiguous runs of whole tiles, one per thread */
     int split_n = n >= m;
     int64_t tile = split_n ? NR : MR;
     int64_t tiles = ((split_n ? n : m) + tile - 1) / tile;
     if (threads > tiles) threads = (int)tiles;
-#pragma omp parallel num_threads(threads) if (threads > 1)
+#pragma omp parallel num_threads(threads)
     {
         int t = gk_thread_num();
         int64_t lo = tiles * t / threads * tile, hi = tiles * (t + 1) / threads * tile;

@@ -3,50 +3,56 @@
    Included by gradkern.c next to gemm_real.c (same REAL and G(name)), so that the compiler
    vectorizes them for the ISA of the region. The arithmetic follows the NumPy reference
    operation by operation (no contraction into FMA: the build passes -ffp-contract=off), so
-   the updates agree with it to the last bit in most elements. */
+   the updates agree with it to the last bit in most elements.
 
-/* Σ x² in double. Fixed partition into GK_SUM_PARTS parts, each summed in 8 lanes, the
-   parts then added in order: the same result whatever the thread count. */
+   Each kernel works on a range [lo, hi); large buffers are split over the OpenMP threads,
+   small ones run without entering a parallel region (which alone costs about 0.5 µs). */
+
+/* Σ x² over [lo, hi) in double, in 8 lanes then a fixed tree */
+static double G(sum_squares_range)(const REAL *x, int64_t lo, int64_t hi)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t i = lo;
+    for (; i + 8 <= hi; i += 8)
+        for (int l = 0; l < 8; l++) lane[l] += (double)x[i + l] * (double)x[i + l];
+    for (; i < hi; i++) lane[0] += (double)x[i] * (double)x[i];
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+/* Σ x² in double. A fixed partition into GK_SUM_PARTS parts whose sums are added in order:
+   the same result whatever the thread count. */
 static double G(sum_squares)(const REAL *x, int64_t n)
 {
+    if (n < GK_PAR_STREAM) return G(sum_squares_range)(x, 0, n);
     double part[GK_SUM_PARTS];
-    int parts = n >= GK_PAR_STREAM ? GK_SUM_PARTS : 1;
-#pragma omp parallel for schedule(static) num_threads(gk_get_threads()) \
-    if (parts > 1 && gk_get_threads() > 1)
-    for (int p = 0; p < parts; p++) {
-        int64_t lo = n * p / parts, hi = n * (p + 1) / parts;
-        double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-        int64_t i = lo;
-        for (; i + 8 <= hi; i += 8)
-            for (int l = 0; l < 8; l++) lane[l] += (double)x[i + l] * (double)x[i + l];
-        for (; i < hi; i++) lane[0] += (double)x[i] * (double)x[i];
-        part[p] = ((lane[0] + lane[1]) + (lane[2] + lane[3]))
-                  + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-    }
+    int threads = gk_get_threads();
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+    for (int p = 0; p < GK_SUM_PARTS; p++)
+        part[p] = G(sum_squares_range)(x, n * p / GK_SUM_PARTS, n * (p + 1) / GK_SUM_PARTS);
     double s = 0;
-    for (int p = 0; p < parts; p++) s += part[p];
+    for (int p = 0; p < GK_SUM_PARTS; p++) s += part[p];
     return s;
 }
 
-static void G(scale)(REAL *x, REAL f, int64_t n)
+static void G(scale_range)(REAL *x, REAL f, int64_t lo, int64_t hi)
 {
-#pragma omp parallel for schedule(static) num_threads(gk_get_threads()) \
-    if (n >= GK_PAR_STREAM && gk_get_threads() > 1)
-    for (int64_t i = 0; i < n; i++) x[i] *= f;
+    for (int64_t i = lo; i < hi; i++) x[i] *= f;
 }
 
 /* torch.optim.SGD: g = grad + wd·p; buf = mom·buf + (1 - damp)·g (buf = g at step 1);
    g = g + mom·buf (Nesterov) or buf; p -= lr·g */
-static void G(sgd_update)(REAL *params, REAL *buf, const REAL *grads, const double *hyper,
-                          int64_t step, int64_t n)
+static void G(sgd_range)(REAL *params, REAL *buf, const REAL *grads, const double *hyper,
+                         int64_t step, int64_t lo, int64_t hi)
 {
     REAL lr = (REAL)hyper[GK_H_LR], mom = (REAL)hyper[GK_H_MOM];
     REAL damp1 = (REAL)(1.0 - hyper[GK_H_DAMP]), wd = (REAL)hyper[GK_H_WD];
     int has_wd = hyper[GK_H_WD] != 0, has_mom = hyper[GK_H_MOM] != 0;
     int nesterov = hyper[GK_H_NESTEROV] != 0;
-#pragma omp parallel for schedule(static) num_threads(gk_get_threads()) \
-    if (n >= GK_PAR_STREAM && gk_get_threads() > 1)
-    for (int64_t i = 0; i < n; i++) {
+    if (!has_wd && !has_mom) {  /* plain SGD: one multiply-subtract per element */
+        for (int64_t i = lo; i < hi; i++) params[i] = params[i] - lr * grads[i];
+        return;
+    }
+    for (int64_t i = lo; i < hi; i++) {
         REAL g = grads[i];
         if (has_wd) g = g + wd * params[i];
         if (has_mom) {
@@ -59,8 +65,8 @@ static void G(sgd_update)(REAL *params, REAL *buf, const REAL *grads, const doub
 }
 
 /* torch.optim.Adam / AdamW: m, v moments; p -= lr/bc1 · m / (sqrt(v)/sqrt(bc2) + eps) */
-static void G(adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads,
-                           const double *hyper, int64_t step, int64_t n)
+static void G(adam_range)(REAL *params, REAL *m, REAL *v, const REAL *grads,
+                          const double *hyper, int64_t step, int64_t lo, int64_t hi)
 {
     double lr = hyper[GK_H_LR], b1 = hyper[GK_H_BETA1], b2 = hyper[GK_H_BETA2];
     double wd = hyper[GK_H_WD];
@@ -69,9 +75,7 @@ static void G(adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads,
     REAL beta1 = (REAL)b1, beta2 = (REAL)b2, one_b1 = (REAL)(1.0 - b1), one_b2 = (REAL)(1.0 - b2);
     double bc1 = 1.0 - pow(b1, (double)step), bc2 = 1.0 - pow(b2, (double)step);
     REAL sqrt_bc2 = (REAL)sqrt(bc2), eps = (REAL)hyper[GK_H_EPS], step_size = (REAL)(lr / bc1);
-#pragma omp parallel for schedule(static) num_threads(gk_get_threads()) \
-    if (n >= GK_PAR_STREAM && gk_get_threads() > 1)
-    for (int64_t i = 0; i < n; i++) {
+    for (int64_t i = lo; i < hi; i++) {
         REAL p = params[i], g = grads[i];
         if (has_wd) {
             if (decoupled) p = p * decay;
@@ -85,3 +89,39 @@ static void G(adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads,
         params[i] = p - step_size * (mi / denom);
     }
 }
+
+/* run body(lo, hi) over [0, n): directly when small, else one contiguous run per thread */
+#define GK_STREAM(n, body)                                                     \
+    do {                                                                       \
+        int threads_ = (n) >= GK_PAR_STREAM ? gk_get_threads() : 1;            \
+        if (threads_ <= 1) {                                                   \
+            int64_t lo = 0, hi = (n);                                          \
+            body;                                                              \
+        } else {                                                               \
+            _Pragma("omp parallel num_threads(threads_)")                      \
+            {                                                                  \
+                int t_ = gk_thread_num(), nt_ = gk_team_size();                \
+                int64_t lo = (n) * t_ / nt_, hi = (n) * (t_ + 1) / nt_;        \
+                body;                                                          \
+            }                                                                  \
+        }                                                                      \
+    } while (0)
+
+static void G(scale)(REAL *x, REAL f, int64_t n)
+{
+    GK_STREAM(n, G(scale_range)(x, f, lo, hi));
+}
+
+static void G(sgd_update)(REAL *params, REAL *buf, const REAL *grads, const double *hyper,
+                          int64_t step, int64_t n)
+{
+    GK_STREAM(n, G(sgd_range)(params, buf, grads, hyper, step, lo, hi));
+}
+
+static void G(adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads,
+                           const double *hyper, int64_t step, int64_t n)
+{
+    GK_STREAM(n, G(adam_range)(params, m, v, grads, hyper, step, lo, hi));
+}
+
+#undef GK_STREAM
