@@ -208,6 +208,32 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + [""]
 
 
+def headline_cells(cfg: dict) -> list[tuple[int, int, int]]:
+    """(batch, depth, width): depth 4 (or the middle depth), the smallest and the largest
+    width, the smallest batch -- the cells quoted in docs/performance.md."""
+    depths = cfg["depths"]
+    d = 4 if 4 in depths else depths[len(depths) // 2]
+    return [(cfg["batches"][0], d, w) for w in sorted({cfg["widths"][0], cfg["widths"][-1]})]
+
+
+def headline(results: dict, timed: dict) -> list[str]:
+    cfg = results["config"]
+    t = cfg["threads"][0]
+    L = [f"## Headline ({t} threads, {cfg['dtype']})", ""]
+    rows = []
+    for b, d, w in headline_cells(cfg):
+        row = [str(b), str(d), str(w)]
+        for impl in cfg["impls"]:
+            c = timed.get((impl, t, cfg["dtype"], b, d, w))
+            row.append(f"{fmt_us(c['median_us'])} [{fmt_us(c['min_us'])}–{fmt_us(c['max_us'])}]"
+                       if c else "—")
+        rows.append(row)
+    L += _table(["batch", "depth", "width"] + [f"{i} µs/step" for i in cfg["impls"]], rows)
+    L.append("Median [min–max] over the runs. Every figure below is measured the same way.")
+    L.append("")
+    return L
+
+
 def write_markdown(results: dict, path: Path) -> None:
     cfg, m = results["config"], results["machine"]
     impls = cfg["impls"]
@@ -278,6 +304,8 @@ def write_markdown(results: dict, path: Path) -> None:
              "`numpy-plain` is the training loop a NumPy user writes by hand; `torch` is "
              "nn.Sequential + CrossEntropyLoss + optim.SGD, eager, on the CPU.")
     L.append("")
+
+    L += headline(results, timed)
 
     # ceilings and compilation
     L.append("## Ceilings (measured in this run)")

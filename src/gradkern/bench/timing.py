@@ -60,9 +60,11 @@ def time_steps(step: Callable[[], object], max_seconds: float = 1.0,
     t0 = clock()
     step()
     first = clock() - t0
-    # warm-up: at least two more steps, and at least WARMUP_S unless steps are slow
+    # warm-up: at least WARMUP_S of steps, two at least; one when steps are slow (the
+    # first call already warmed caches and pools, and a slow step is its own warm-up)
+    min_warm = 1 if first > 0.2 * max_seconds else 2
     n_warm, t_warm = 0, 0.0
-    while n_warm < 2 or (t_warm < WARMUP_S and t_warm < 0.1 * max_seconds):
+    while n_warm < min_warm or (t_warm < WARMUP_S and t_warm < 0.1 * max_seconds):
         t0 = clock()
         step()
         t_warm += clock() - t0
