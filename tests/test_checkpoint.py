@@ -98,11 +98,11 @@ def test_load_refuses_bad_files(tmp_path):
     p = tmp_path / "arch.st"
     p.write_bytes(data)
 
-    def widen(h):
+    def narrow(h):
         cfg = json.loads(h["__metadata__"]["model"])
-        cfg["layer_sizes"][1] = 9
+        cfg["layer_sizes"][1] = 7
         h["__metadata__"]["model"] = json.dumps(cfg)
-    _rewrite_header(p, widen)
+    _rewrite_header(p, narrow)
     with pytest.raises(ck.CheckpointError, match="declares"):
         gk.load(p)
 
