@@ -28,15 +28,18 @@ import numpy as np  # noqa: E402
 import gradkern as gk  # noqa: E402
 
 
+CLOCK = time.perf_counter
+
+
 def median_time(fn, repeats: int, inner: int) -> float:
     fn()
     fn()  # warm-up: threads started, pages and caches touched
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(inner):
             fn()
-        times.append((time.perf_counter() - t0) / inner)
+        times.append((CLOCK() - t0) / inner)
     return float(np.median(times))
 
 
@@ -66,12 +69,17 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--keep-coretype", action="store_true")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="cpu: process CPU time (all threads), steadier on a loaded machine; "
+                         "GFLOP/s are then per busy core-second")
     args = ap.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     dt = np.dtype(args.dtype)
     gk.set_threads(args.threads)
     c = gk.backends.get("c")
     info = c.describe()
-    print(f"# C: {info['isa']} tile {info['tile_f32']} threads {info['threads']} | "
+    print(f"# clock {args.clock}, load {os.getloadavg()[0]:.1f} | C: {info['isa']} tile {info['tile_f32']} threads {info['threads']} | "
           f"NumPy: {blas_info()} | OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     print(f"{'shape':>10} {'product':>8} {'ours GF/s':>10} {'numpy GF/s':>11} {'ratio':>6}")
     rng = np.random.default_rng(0)

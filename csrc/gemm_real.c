@@ -38,9 +38,13 @@ static inline __attribute__((always_inline)) void G(pack_panel)(
         return;
     }
     if (cs == 1) {                       /* each r is contiguous along k: a transpose */
+        int64_t k0 = 0;
+#ifdef GK_PACK_T_FAST
+        if (rows == W && W % 16 == 0) k0 = GK_PACK_T_FAST(dst, src, rs, kc, W);
+#endif
         for (int64_t r = 0; r < rows; r++) {
             const REAL *s = src + r * rs;
-            for (int64_t k = 0; k < kc; k++) dst[k * W + r] = s[k];
+            for (int64_t k = k0; k < kc; k++) dst[k * W + r] = s[k];
         }
     } else {
         for (int64_t k = 0; k < kc; k++)

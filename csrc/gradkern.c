@@ -337,7 +337,57 @@ int gk_isa(void)
 #define KC 192
 #define MC 256
 #define NC 4096
+
+/* 16 rows of 16 floats (r[i] = row i) -> 16 columns (r[k] = column k), in 64 shuffles:
+   32-bit, 64-bit and two 128-bit interleaving stages. */
+static inline __attribute__((always_inline)) void transpose16_avx512_f32(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* The transposing pack of a full panel: dst[k*W + r] = src[r*rs + k] for r < W (W a multiple
+   of 16), k < kc rounded down to 16, in 16 x 16 register blocks. Returns the k done; the
+   caller packs the rest. This is what makes dY·Wᵀ as fast as X·W. */
+#define GK_PACK_T_FAST pack_t_avx512_f32
+static int64_t pack_t_avx512_f32(float *restrict dst, const float *restrict src, int64_t rs,
+                                 int64_t kc, int64_t W)
+{
+    int64_t k16 = kc / 16 * 16;
+    for (int64_t r0 = 0; r0 < W; r0 += 16)
+        for (int64_t k0 = 0; k0 < k16; k0 += 16) {
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) v[i] = _mm512_loadu_ps(src + (r0 + i) * rs + k0);
+            transpose16_avx512_f32(v);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(dst + (k0 + i) * W + r0, v[i]);
+        }
+    return k16;
+}
 #include "gemm_real.c"
+#undef GK_PACK_T_FAST
 #include "vec_real.c"
 #undef REAL
 #undef DT_NAME

@@ -93,12 +93,14 @@ NULL = ffi.NULL
 
 
 def _ptr(fn: _Funcs, a):
-    """A C pointer to the data of a C-contiguous array (the array must outlive the call)."""
-    return ffi.cast(fn.ptr, a.__array_interface__["data"][0]) if a is not None else NULL
+    """A C pointer to the data of a C-contiguous array of fn's dtype, or NULL for None.
+    (ffi.from_buffer keeps the array alive as long as the pointer; it is the fastest of
+    cffi's ways in, about 0.2 µs against 1.5 µs through __array_interface__.)"""
+    return ffi.from_buffer(fn.arr, a) if a is not None else NULL
 
 
 def _i64ptr(a):
-    return ffi.cast("int64_t *", a.__array_interface__["data"][0])
+    return ffi.from_buffer("int64_t[]", a)
 
 
 def _dtype_of(a, what: str) -> np.dtype:
@@ -165,6 +167,7 @@ class _ModelState:
         m.ybuf = ffi.cast("void *", self.ybuf.ctypes.data)
         m.lbuf = _i64ptr(self.lbuf)
         _check(fn.model_check(m), f"plan {plan.describe()}")
+        self.out = ffi.new("double[2]")  # loss and gradient norm of a step
         self.work = np.zeros(max(int(fn.model_work(m)), 1), dtype=dt)
         m.work, m.work_size = ffi.cast("void *", self.work.ctypes.data), self.work.size
         self.m = m
@@ -285,7 +288,7 @@ class CBackend(Backend):
         else:
             target = _in(target, dt, shape, "target")
             rc = fn.loss_forward_backward(int(kind), _ptr(fn, dpred), loss, _ptr(fn, pred),
-                                          _ptr(fn, target), ffi.cast("int64_t *", 0), B, K)
+                                          _ptr(fn, target), NULL, B, K)
         _check(rc, f"loss code {kind}")
         return float(loss[0])
 
@@ -374,7 +377,7 @@ class CBackend(Backend):
         grads, h = _in(grads, dt, shape, "grads"), self._hyper(hyper)
         fn = FUNCS[dt]
         _check(fn.sgd_update(_ptr(fn, params), _ptr(fn, buf), _ptr(fn, grads),
-                             ffi.cast("double *", h.ctypes.data), int(step), params.size),
+                             ffi.from_buffer("double[]", h), int(step), params.size),
                "sgd_update")
 
     def adam_update(self, params, grads, m, v, hyper, step):
@@ -386,7 +389,7 @@ class CBackend(Backend):
         grads, h = _in(grads, dt, shape, "grads"), self._hyper(hyper)
         fn = FUNCS[dt]
         _check(fn.adam_update(_ptr(fn, params), _ptr(fn, m), _ptr(fn, v), _ptr(fn, grads),
-                              ffi.cast("double *", h.ctypes.data), int(step), params.size),
+                              ffi.from_buffer("double[]", h), int(step), params.size),
                "adam_update")
 
     def sum_squares(self, x) -> float:
@@ -412,6 +415,10 @@ class CBackend(Backend):
 
     @staticmethod
     def _optim(opt: Optimizer, plan: Plan) -> _OptimState:
+        st = opt.__dict__.get("_gk_c_optim")
+        if st is not None and st.matches(opt) and st.buf1.dtype == plan.dtype \
+                and st.buf1.size == plan.n_params:
+            return st
         if opt.kind not in (SGD_KIND, ADAM_KIND):
             raise ValueError(f"unknown optimizer kind {opt.kind}")
         if opt.buf1 is None:
@@ -419,7 +426,6 @@ class CBackend(Backend):
         if opt.buf1.dtype != plan.dtype or opt.buf1.size != plan.n_params:
             raise TypeError(f"optimizer state is {opt.buf1.size} {opt.buf1.dtype}; the plan "
                             f"has {plan.n_params} {plan.dtype}")
-        st = opt.__dict__.get("_gk_c_optim")
         if st is None or not st.matches(opt):
             st = _OptimState(opt)
             opt.__dict__["_gk_c_optim"] = st
@@ -427,36 +433,40 @@ class CBackend(Backend):
 
     @staticmethod
     def _x(plan: Plan, bufs: Buffers, x) -> np.ndarray:
-        x = np.asarray(x)
-        if x.dtype != plan.dtype or not x.flags.c_contiguous:
+        """x as a C-contiguous (rows, n_in) array of the plan's dtype; the workspace grown
+        to hold it. (Kept lean: it runs on every step.)"""
+        if type(x) is not np.ndarray or x.dtype != plan.dtype or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=plan.dtype)
         if x.ndim != 2 or x.shape[1] != plan.n_in:
             raise ValueError(f"x has shape {x.shape}; the plan takes (rows, {plan.n_in})")
-        if x.shape[0] == 0:
+        rows = x.shape[0]
+        if rows == 0:
             raise ValueError("x has no rows")
-        bufs.ensure_capacity(x.shape[0])
+        if rows > bufs.capacity:
+            bufs.ensure_capacity(rows)
         return x
 
     @staticmethod
-    def _y(plan: Plan, y, rows: int) -> tuple[object, object, np.ndarray]:
-        """(target pointer, labels pointer, array to keep alive) for the plan's loss."""
-        fn = FUNCS[plan.dtype]
+    def _y(plan: Plan, y, rows: int) -> tuple[object, object]:
+        """(target pointer, labels pointer) for the plan's loss; the unused one is NULL.
+        The pointers keep their arrays alive."""
         if plan.loss_code == 1:
-            labels = np.asarray(y)
-            if labels.dtype != np.int64 or not labels.flags.c_contiguous:
-                labels = np.ascontiguousarray(labels, dtype=np.int64)
-            labels = labels.reshape(-1)
+            labels = y
+            if type(y) is not np.ndarray or y.dtype != np.int64 or not y.flags.c_contiguous:
+                labels = np.ascontiguousarray(y, dtype=np.int64)
+            if labels.ndim != 1:
+                labels = labels.reshape(-1)
             if labels.shape[0] != rows:
                 raise ValueError(f"labels have shape {np.shape(y)}; expected ({rows},)")
-            return NULL, _i64ptr(labels), labels
-        target = np.asarray(y)
-        if target.dtype != plan.dtype or not target.flags.c_contiguous:
-            target = np.ascontiguousarray(target, dtype=plan.dtype)
+            return NULL, _i64ptr(labels)
+        target = y
+        if type(y) is not np.ndarray or y.dtype != plan.dtype or not y.flags.c_contiguous:
+            target = np.ascontiguousarray(y, dtype=plan.dtype)
         if target.ndim == 1 and plan.n_out == 1:
             target = target.reshape(-1, 1)
         if target.shape != (rows, plan.n_out):
             raise ValueError(f"y has shape {target.shape}; expected ({rows}, {plan.n_out})")
-        return _ptr(fn, target), ffi.cast("int64_t *", 0), target
+        return _ptr(FUNCS[plan.dtype], target), NULL
 
     # ------------------------------------------------------------------ drivers
     def forward(self, plan: Plan, bufs: Buffers, x: np.ndarray, training: bool = False,
@@ -472,20 +482,20 @@ class CBackend(Backend):
                   seed: int = 0) -> float:
         x = self._x(plan, bufs, x)
         rows = x.shape[0]
-        target, labels, _keep = self._y(plan, y, rows)
+        target, labels = self._y(plan, y, rows)
         st, fn = self._model(plan, bufs), FUNCS[plan.dtype]
-        loss = ffi.new("double *")
-        _check(fn.gradients(st.m, loss, _ptr(fn, x), target, labels, rows, _uint64(seed)),
+        out = st.out
+        _check(fn.gradients(st.m, out, _ptr(fn, x), target, labels, rows, _uint64(seed)),
                "gradients")
-        return float(loss[0])
+        return float(out[0])
 
     def train_step(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
                    opt: Optimizer, seed: int = 0, clip_norm: float = 0.0) -> tuple[float, float]:
         x = self._x(plan, bufs, x)
         rows = x.shape[0]
-        target, labels, _keep = self._y(plan, y, rows)
+        target, labels = self._y(plan, y, rows)
         st, ost, fn = self._model(plan, bufs), self._optim(opt, plan), FUNCS[plan.dtype]
-        out = ffi.new("double[2]")
+        out = st.out
         _check(fn.train_step(st.m, ost.o, out, out + 1, _ptr(fn, x), target, labels, rows,
                              _uint64(seed), float(clip_norm)), "train_step")
         return float(out[0]), float(out[1])
@@ -499,7 +509,7 @@ class CBackend(Backend):
         if X.ndim != 2 or X.shape[1] != plan.n_in:
             raise ValueError(f"X has shape {X.shape}; the plan takes (rows, {plan.n_in})")
         n_rows = X.shape[0]
-        target, labels, _keep = self._y(plan, Y, n_rows)
+        target, labels = self._y(plan, Y, n_rows)
         batch_size = int(batch_size)
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -518,10 +528,10 @@ class CBackend(Backend):
             return 0
         bufs.ensure_capacity(min(batch_size, perm.shape[0]))
         st, ost, fn = self._model(plan, bufs), self._optim(opt, plan), FUNCS[plan.dtype]
-        done = fn.train_epoch(st.m, ost.o, ffi.cast("double *", losses.ctypes.data),
-                              ffi.cast("double *", gnorms.ctypes.data), _ptr(fn, X), target,
+        done = fn.train_epoch(st.m, ost.o, ffi.from_buffer("double[]", losses),
+                              ffi.from_buffer("double[]", gnorms), _ptr(fn, X), target,
                               labels, n_rows, _i64ptr(perm), perm.shape[0], batch_size,
-                              ffi.cast("uint64_t *", seeds.ctypes.data), float(clip_norm))
+                              ffi.from_buffer("uint64_t[]", seeds), float(clip_norm))
         return _check(int(done), "train_epoch")
 
     # ------------------------------------------------------------------ threads, report
