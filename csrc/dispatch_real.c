@@ -32,24 +32,33 @@ int64_t F(gk_gemm_work)(int64_t m, int64_t n, int64_t k)
     return F(gemm_work_max)(m, n, k);
 }
 
-int F(gk_gemm)(REAL *c, REAL *colsum_b, const REAL *a, const REAL *b, const REAL *bias,
-               int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b, REAL *work,
-               int64_t work_size)
+/* the GEMM with a fused epilogue (GK_EPI_*, writing eout from each finished tile) */
+static int F(gemm_epi)(REAL *c, REAL *colsum_b, const REAL *a, const REAL *b, const REAL *bias,
+                       int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b,
+                       REAL *work, int64_t work_size, int epi, REAL *eout, const REAL *eaux)
 {
     if (m < 0 || n < 0 || k < 0 || work_size < 0) return GK_ERR_SHAPE;
     switch (gk_isa()) {
 #if GK_X86
     case GK_ISA_AVX512:
         return SFX(gemm_avx512)(c, colsum_b, a, b, bias, m, n, k, trans_a, trans_b, work,
-                                work_size);
+                                work_size, epi, eout, eaux);
     case GK_ISA_AVX2:
         return SFX(gemm_avx2)(c, colsum_b, a, b, bias, m, n, k, trans_a, trans_b, work,
-                              work_size);
+                              work_size, epi, eout, eaux);
 #endif
     default:
         return SFX(gemm_generic)(c, colsum_b, a, b, bias, m, n, k, trans_a, trans_b, work,
-                                 work_size);
+                                 work_size, epi, eout, eaux);
     }
+}
+
+int F(gk_gemm)(REAL *c, REAL *colsum_b, const REAL *a, const REAL *b, const REAL *bias,
+               int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b, REAL *work,
+               int64_t work_size)
+{
+    return F(gemm_epi)(c, colsum_b, a, b, bias, m, n, k, trans_a, trans_b, work, work_size,
+                       GK_EPI_NONE, NULL, NULL);
 }
 
 /* out (B, OC) = inp (B, C) @ weight (C, OC) + bias (OC) */

@@ -71,6 +71,20 @@ static REAL *F(layer_dout)(const gk_model *m, int64_t i)
     return (REAL *)m->dacts + m->out_off[i];
 }
 
+/* The epilogue that fuses activation layer j into the GEMM next to it, or GK_EPI_NONE.
+   Only the cheap activations: the point is to save a pass over memory, and the
+   transcendental ones cost their arithmetic either way. */
+static int F(fused_act)(const gk_model *m, int64_t j, int backward)
+{
+    if (j < 0 || j >= m->n_layers || OPS(m, j, GK_K_KIND) != GK_ACTIVATION) return GK_EPI_NONE;
+    switch (OPS(m, j, GK_K_ACT)) {
+    case GK_IDENTITY: return GK_EPI_IDENTITY;
+    case GK_RELU: return backward ? GK_EPI_DRELU : GK_EPI_RELU;
+    case GK_LEAKY_RELU: return backward ? GK_EPI_DLEAKY : GK_EPI_LEAKY;
+    default: return GK_EPI_NONE;
+    }
+}
+
 /* x (rows, n_in): every layer in turn; the output is layer_out(last) */
 static int F(forward_rows)(const gk_model *m, const REAL *x, int64_t rows, int training,
                            uint64_t seed)
@@ -85,8 +99,15 @@ static int F(forward_rows)(const gk_model *m, const REAL *x, int64_t rows, int t
         REAL *out = F(layer_out)(m, i);
         int rc = GK_OK;
         if (kind == GK_DENSE) {
-            rc = F(gk_gemm)(out, NULL, inp, params + pa, params + pb, rows, n, nin, 0, 0, work,
-                            m->work_size);
+            int epi = F(fused_act)(m, i + 1, 0);  /* Dense then ReLU: one call, one pass */
+            rc = F(gemm_epi)(out, NULL, inp, params + pa, params + pb, rows, n, nin, 0, 0,
+                             work, m->work_size, epi, epi ? F(layer_out)(m, i + 1) : NULL,
+                             NULL);
+            if (epi) {
+                if (rc != GK_OK) return rc;
+                i++;
+                out = F(layer_out)(m, i);
+            }
         } else if (kind == GK_ACTIVATION) {
             rc = F(gk_activation_forward)(OPS(m, i, GK_K_ACT), out, inp, rows * n);
         } else if (kind == GK_BATCHNORM) {
@@ -123,8 +144,19 @@ static int F(backward_rows)(const gk_model *m, const REAL *x, int64_t rows)
         REAL *dinp = i == 0 ? NULL : F(layer_dout)(m, i - 1);
         int rc = GK_OK;
         if (kind == GK_DENSE) {
-            rc = F(gk_matmul_backward)(dinp, grads + pa, grads + pb, dout, inp, params + pa,
-                                       rows, nin, n, work, m->work_size);
+            /* an activation below (with a layer below it to receive the gradient) rides on
+               the input-gradient GEMM: dout(i-2) = (dout·Wᵀ) * act'(out(i-2)) */
+            int epi = i >= 2 ? F(fused_act)(m, i - 1, 1) : GK_EPI_NONE;
+            if (dinp)
+                rc = F(gemm_epi)(dinp, NULL, dout, params + pa, NULL, rows, nin, n, 0, 1, work,
+                                 m->work_size, epi, epi ? F(layer_dout)(m, i - 2) : NULL,
+                                 epi ? F(layer_out)(m, i - 2) : NULL);
+            if (rc == GK_OK)  /* dW = inpᵀ·dout, with db = Σ dout riding along */
+                rc = F(gk_gemm)(grads + pa, grads + pb, inp, dout, NULL, nin, n, rows, 1, 0,
+                                work, m->work_size);
+            if (rc != GK_OK) return rc;
+            if (epi) i--;  /* the activation below is done */
+            continue;
         } else if (dinp == NULL && kind != GK_BATCHNORM) {
             continue;  /* nothing below to receive the gradient */
         } else if (kind == GK_ACTIVATION) {

@@ -184,11 +184,46 @@ static int64_t G(work_b)(int64_t n)
     return round_up64(KC * round_up64(nc, NR), 64 / (int64_t)sizeof(REAL));
 }
 
-/* One thread's share: C (m, n) block, all of K. colsum (n) or NULL. */
+/* The fused epilogue on a finished (mr, nr) tile of C, still in L1: the activation layer
+   after a Dense layer (forward), or the activation's gradient below it (backward), so that
+   neither needs its own pass over memory. Same arithmetic as the activation kernels. */
+static void G(epilogue)(int kind, const REAL *c, REAL *out, const REAL *aux, int64_t ld,
+                        int64_t mr, int64_t nr)
+{
+    for (int64_t r = 0; r < mr; r++) {
+        const REAL *cr = c + r * ld, *xr = aux ? aux + r * ld : NULL;
+        REAL *o = out + r * ld;
+        switch (kind) {
+        case GK_EPI_IDENTITY:
+            for (int64_t j = 0; j < nr; j++) o[j] = cr[j];
+            break;
+        case GK_EPI_RELU:
+            for (int64_t j = 0; j < nr; j++) o[j] = cr[j] > 0 ? cr[j] : 0;
+            break;
+        case GK_EPI_LEAKY:
+            for (int64_t j = 0; j < nr; j++)
+                o[j] = cr[j] * (cr[j] > 0 ? (REAL)1 : (REAL)GK_LEAKY);
+            break;
+        case GK_EPI_DRELU:
+            for (int64_t j = 0; j < nr; j++) o[j] = xr[j] > 0 ? cr[j] : (REAL)0 * cr[j];
+            break;
+        case GK_EPI_DLEAKY:
+            for (int64_t j = 0; j < nr; j++)
+                o[j] = cr[j] * (xr[j] > 0 ? (REAL)1 : (REAL)GK_LEAKY);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* One thread's share: C (m, n) block, all of K. colsum (n) or NULL. epi: kind, out and aux
+   (both laid out like C) of the fused epilogue, applied to each tile after its last KC block. */
 static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, int64_t rsa,
                            int64_t csa, const REAL *b, int64_t rsb, int64_t csb,
                            const REAL *bias, int64_t m, int64_t n, int64_t k, int pack_a,
-                           int pack_b, REAL *ap, REAL *bp)
+                           int pack_b, REAL *ap, REAL *bp, int epi, REAL *eout,
+                           const REAL *eaux)
 {
     if (colsum) {
         /* Σ_k op(B)[k, j], k in order: one pass over B while it is being read anyway */
@@ -229,6 +264,11 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
                         const REAL *am = pack_a ? ap + ir * kc : asrc + ir * rsa;
                         G(ukr)(kc, am, pack_a ? 1 : rsa, pack_a ? MR : csa, bm, bstride, cm,
                                ldc, mr, nr, first, bias_j, pack_a, pack_b);
+                        if (epi && pc + kc >= k) {
+                            int64_t off = (ic + ir) * ldc + jc + jr;
+                            G(epilogue)(epi, cm, eout + off, eaux ? eaux + off : NULL, ldc, mr,
+                                        nr);
+                        }
                     }
                 }
             }
@@ -252,15 +292,16 @@ static int64_t G(work)(int64_t m, int64_t n, int64_t k, int64_t trans_b, int thr
 
 static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const REAL *bias,
                    int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b,
-                   REAL *work, int64_t work_size)
+                   REAL *work, int64_t work_size, int epi, REAL *eout, const REAL *eaux)
 {
     int64_t rsa = trans_a ? 1 : k, csa = trans_a ? m : 1;
     int64_t rsb = trans_b ? 1 : n, csb = trans_b ? k : 1;
     if (m == 0 || n == 0 || k == 0) {
         for (int64_t i = 0; i < m; i++)
             for (int64_t j = 0; j < n; j++) c[i * n + j] = bias ? bias[j] : 0;
+        if (epi) G(epilogue)(epi, c, eout, eaux, n, m, n);
         if (colsum) G(gemm_serial)(NULL, 0, colsum, a, rsa, csa, b, rsb, csb, NULL, 0, n, k,
-                                   0, 0, NULL, NULL);
+                                   0, 0, NULL, NULL, 0, NULL, NULL);
         return GK_OK;
     }
     int small = G(use_small)(m, n, k);
@@ -276,7 +317,7 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
     if (threads <= 1) {  /* no parallel region at all: it costs more than a small product */
         REAL *ap = work, *bp = pack_a ? (work ? work + G(work_a)() : NULL) : work;
         G(gemm_serial)(c, n, colsum, a, rsa, csa, b, rsb, csb, bias, m, n, k, pack_a, pack_b,
-                       ap, bp);
+                       ap, bp, epi, eout, eaux);
         return GK_OK;
     }
     /* split the larger of M and N into contiguous runs of whole tiles, one per thread */
@@ -295,12 +336,14 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
             if (hi > lo)
                 G(gemm_serial)(c + lo, n, colsum ? colsum + lo : NULL, a, rsa, csa,
                                b + lo * csb, rsb, csb, bias ? bias + lo : NULL, m, hi - lo, k,
-                               pack_a, pack_b, ap, bp);
+                               pack_a, pack_b, ap, bp, epi, eout ? eout + lo : NULL,
+                               eaux ? eaux + lo : NULL);
         } else {
             if (hi > m) hi = m;
             if (hi > lo)
                 G(gemm_serial)(c + lo * n, n, lo == 0 ? colsum : NULL, a + lo * rsa, rsa,
-                               csa, b, rsb, csb, bias, hi - lo, n, k, pack_a, pack_b, ap, bp);
+                               csa, b, rsb, csb, bias, hi - lo, n, k, pack_a, pack_b, ap, bp,
+                               epi, eout ? eout + lo * n : NULL, eaux ? eaux + lo * n : NULL);
         }
     }
     return GK_OK;

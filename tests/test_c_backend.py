@@ -208,6 +208,9 @@ SPECS = [
     ("bn_dropout", lambda: [gk.Dense(33), gk.BatchNorm(), gk.LeakyReLU(), gk.Dropout(0.25),
                             gk.Dense(17), gk.ReLU(), gk.Dense(5)], "cross_entropy"),
     ("wide", lambda: [gk.Dense(70), gk.Tanh(), gk.Dense(65), gk.GELU(), gk.Dense(3)], "mse"),
+    # Dense+ReLU and Dense+LeakyReLU run as one GEMM with a fused epilogue, both ways
+    ("fused", lambda: [gk.Dense(40), gk.ReLU(), gk.Dense(33), gk.LeakyReLU(), gk.Dense(17),
+                       gk.Identity(), gk.Dense(3)], "mse"),
 ]
 
 
@@ -354,3 +357,23 @@ def test_sanitizer_canary():
     assert done.returncode != 0, "the planted out-of-bounds write went unnoticed"
     assert "survived" not in done.stdout
     assert "heap-buffer-overflow" in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fused_epilogues_match_reference(isa, dtype):
+    """Dense+ReLU / LeakyReLU / Identity fused into the GEMMs give the reference gradients."""
+    _, layers, loss = SPECS[2]
+    model = gk.Sequential(layers(), input_size=11, loss=loss, dtype=dtype, backend="c", seed=0)
+    ref = gk.Sequential(layers(), input_size=11, loss=loss, dtype=dtype, backend="numpy", seed=0)
+    rng = np.random.default_rng(9)
+    X, y = rng.standard_normal((37, 11)), rng.standard_normal((37, 3))
+    np.testing.assert_allclose(model.predict_raw(X), ref.predict_raw(X),
+                               rtol=0, atol=1e-4 if dtype == "float32" else 1e-12)
+    loss_c, grads = model.gradients(X, y)
+    loss_r, rgrads = ref.gradients(X, y)
+    assert abs(loss_c - loss_r) <= 1e-4 * abs(loss_r)
+    scale = max(float(np.abs(g).max()) for pair in rgrads for g in pair)
+    tol = 2e-4 if dtype == "float32" else 1e-10
+    for (dw, db), (rw, rb) in zip(grads, rgrads, strict=True):
+        assert np.abs(dw - rw).max() <= tol * scale
+        assert np.abs(db - rb).max() <= tol * scale
