@@ -129,3 +129,21 @@ int F(gk_adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads, const d
     }
     return GK_OK;
 }
+
+double F(gk_fma_loop)(int64_t iters, int threads)
+{
+    double flops = 0;
+    int isa = gk_isa();
+    if (threads < 1) threads = 1;
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+    {
+        switch (isa) {
+#if GK_X86
+        case GK_ISA_AVX512: flops += SFX(fma_loop_avx512)(iters); break;
+        case GK_ISA_AVX2: flops += SFX(fma_loop_avx2)(iters); break;
+#endif
+        default: flops += SFX(fma_loop_generic)(iters);
+        }
+    }
+    return flops;
+}

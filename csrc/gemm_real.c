@@ -349,4 +349,24 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
     return GK_OK;
 }
 
+/* 12 independent chains acc = acc * x + y: enough to cover the FMA latency on every
+   current x86 core. The result goes to a volatile sink so the loop stays. */
+static double G(fma_loop)(int64_t iters)
+{
+    VEC acc[12];
+    VEC x = VBCAST((REAL)0.999999), y = VBCAST((REAL)1e-7);
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) acc[r] = VBCAST((REAL)r);
+    for (int64_t it = 0; it < iters; it++)
+#pragma GCC unroll 12
+        for (int r = 0; r < 12; r++) acc[r] = VFMA(acc[r], x, y);
+    VEC s = acc[0];
+    for (int r = 1; r < 12; r++) s = VADD(s, acc[r]);
+    REAL lanes[VLEN];
+    memcpy(lanes, &s, sizeof(lanes));
+    volatile REAL sink = lanes[0];
+    (void)sink;
+    return (double)iters * 12.0 * VLEN * 2.0;
+}
+
 #undef NV

@@ -195,6 +195,11 @@ int64_t gk_train_epoch_f64(const gk_model *m, const gk_optim *o, double *losses,
                            int64_t n_perm, int64_t batch_size, const uint64_t *seeds,
                            double clip_norm);
 
+/* ---- the machine's ceiling: independent FMA chains in the ISA in use, iters iterations on
+   each of `threads` threads; returns the floating-point operations done (2 per lane) ---- */
+double gk_fma_loop_f32(int64_t iters, int threads);
+double gk_fma_loop_f64(int64_t iters, int threads);
+
 /* ---- test only: in the sanitizer build, mallocs n floats and writes one past the end (the
    planted bug `make sanitize` must catch); elsewhere does nothing and returns -1 ---- */
 int gk_test_oob_write(int64_t n);

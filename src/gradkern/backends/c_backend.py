@@ -555,6 +555,28 @@ class CBackend(Backend):
         f(mr, nr, kc)
         return int(mr[0]), int(nr[0]), int(kc[0])
 
+    def fma_peak(self, dtype="float32", threads: int = 1, seconds: float = 0.2) -> dict:
+        """GFLOP/s of independent FMA chains in the ISA in use on `threads` threads: the
+        machine's arithmetic ceiling, measured in this run (DESIGN.md §7)."""
+        f = lib.gk_fma_loop_f32 if np.dtype(dtype) == np.float32 else lib.gk_fma_loop_f64
+        threads = max(1, int(threads))
+        f(10000, threads)  # warm-up: threads started, clocks up
+        iters, best = 100000, 0.0
+        while True:
+            t0 = time.perf_counter()
+            flops = f(iters, threads)
+            dt = time.perf_counter() - t0
+            if dt > seconds / 4:
+                best = max(best, flops / dt)
+                break
+            iters *= 4
+        for _ in range(3):
+            t0 = time.perf_counter()
+            flops = f(iters, threads)
+            best = max(best, flops / (time.perf_counter() - t0))
+        return {"gflops": best / 1e9, "isa": ISA_NAMES[int(lib.gk_isa())], "threads": threads,
+                "dtype": str(np.dtype(dtype))}
+
     def describe(self) -> dict:
         """Instruction set, OpenMP, threads, compiler and flags, register tiles."""
         return {
