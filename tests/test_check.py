@@ -1,0 +1,143 @@
+"""`gradkern check`: the quick run passes here, covers every backend × dtype × check, and
+fails when a kernel is wrong by a small relative amount."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradkern as gk
+from gradkern import check, torchref
+from gradkern.cli import main as cli_main
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    path = tmp_path_factory.mktemp("check") / "matrix.json"
+    rc = check.main(["--quick", "--quiet", "--json", str(path)])
+    return rc, json.loads(path.read_text())
+
+
+def test_quick_check_passes_and_covers_the_matrix(quick_report):
+    rc, rep = quick_report
+    bad = [c for c in rep["cells"] if c["status"] in ("FAIL", "ERROR")]
+    assert rc == 0, bad
+    assert rep["ok"] and rep["failures"] == 0
+    cells = {(c["check"], c["backend"], c["dtype"]): c for c in rep["cells"]}
+    names = [c.name for c in check.CHECKS]
+    assert rep["checks"] == names
+    for name in names:
+        for backend in gk.backends.available():
+            for dtype in ("float32", "float64"):
+                assert (name, backend, dtype) in cells, (name, backend, dtype)
+    assert len(cells) == len(names) * len(gk.backends.available()) * 2
+    torch_ok, reason = torchref.available()
+    for (name, _, dtype), c in cells.items():
+        if name.startswith("fd/") and dtype == "float32":
+            assert c["status"] == "n/a (float64 only)"
+        elif name.startswith("torch/") and not torch_ok:
+            assert c["status"] == f"skipped: {reason}"
+        else:
+            assert c["status"] == "pass", c
+            assert 0 <= c["ratio"] <= 1 and c["compared"] > 0
+            assert isinstance(c["abs_err"], float)
+
+
+def test_json_is_strict_and_describes_the_run(quick_report):
+    _, rep = quick_report
+    json.dumps(rep, allow_nan=False)
+    assert rep["quick"] is True
+    assert rep["backends"] == gk.backends.available()
+    assert set(rep["tolerances"]) == {"fd", "torch"}
+
+
+def test_module_help_and_main():
+    """`python -m gradkern.check --help` (the module's own __main__)."""
+    done = subprocess.run([sys.executable, "-m", "gradkern.check", "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for flag in ("--quick", "--json", "--backends"):
+        assert flag in done.stdout
+
+
+def test_small_run_prints_the_matrix(capsys):
+    assert check.main(["--quick", "--quiet", "--backends", "numpy",
+                       "--only", "kernel/dropout"]) == 0
+    out = capsys.readouterr().out
+    assert "| kernel/dropout" in out and "numpy float32" in out and "numpy float64" in out
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "cli.py _delegate: the subparser's `rest` uses argparse.REMAINDER, which does not take "
+    "arguments that start with '-' when they come first, so `gradkern check --quick` (and "
+    "`gradkern bench --quick`, `gradkern check --help`) exit 2 with 'unrecognized "
+    "arguments'; `python -m gradkern.check --quick` works"))
+def test_cli_delegates_flags(capsys):
+    assert cli_main(["check", "--quick", "--quiet", "--backends", "numpy",
+                     "--only", "kernel/dropout"]) == 0
+
+
+def test_unknown_backend_is_an_error(capsys):
+    assert check.main(["--backends", "cuda"]) == 2
+    assert "unknown backend" in capsys.readouterr().err
+
+
+def _broken(method, rel):
+    """A kernel method whose outputs are off by a factor (1 + rel)."""
+
+    def wrong(out, *args, **kwargs):
+        method(out, *args, **kwargs)
+        out *= out.dtype.type(1 + rel)
+
+    return wrong
+
+
+@pytest.mark.parametrize("backend", gk.backends.available())
+def test_broken_matmul_fails_the_check(backend, monkeypatch, tmp_path, capsys):
+    """matmul_forward off by 1e-5 relative: beyond 16·u·S in float32 and float64."""
+    be = gk.backends.get(backend)
+    monkeypatch.setattr(be, "matmul_forward", _broken(be.matmul_forward, 1e-5))
+    path = tmp_path / "m.json"
+    rc = check.main(["--quick", "--quiet", "--backends", backend, "--only", "kernel/matmul",
+                     "--json", str(path)])
+    assert rc == 1
+    rep = json.loads(path.read_text())
+    status = {(c["check"], c["dtype"]): c for c in rep["cells"]}
+    for dtype in ("float32", "float64"):
+        bad = status[("kernel/matmul_forward", dtype)]
+        assert bad["status"] == "FAIL" and bad["ratio"] > 1, bad
+        assert status[("kernel/matmul_backward", dtype)]["status"] == "pass"
+    assert "FAILED kernel/matmul_forward" in capsys.readouterr().out
+
+
+def test_broken_adam_fails_the_torch_referee(monkeypatch):
+    """An Adam update 1e-4 too large, used by the NumPy backend's step driver: the PyTorch
+    trajectories catch it in both dtypes."""
+    if not torchref.available()[0]:
+        pytest.skip(torchref.available()[1])
+    be = gk.backends.get("numpy")
+    real = be.adam_update
+
+    def wrong(params, grads, m, v, hyper, step):
+        before = params.copy()
+        real(params, grads, m, v, hyper, step)
+        params += (params - before) * params.dtype.type(1e-3)
+
+    monkeypatch.setattr(be, "adam_update", wrong)
+    cells = check.run(["numpy"], quick=True, only=["torch/adam-"])
+    assert [c.status for c in cells] == ["FAIL", "FAIL"], [c.where for c in cells]
+
+
+def test_worst_keeps_the_largest_ratio_and_flags_nan():
+    w = check.Worst()
+    w.add(np.array([1.0, 2.0]), np.array([1.0, 2.1]), np.array([1.0, 1.0]), "a")
+    assert w.ratio == pytest.approx(0.1) and "a [1]" in w.where
+    w.add(np.array([0.0]), np.array([0.0]), np.array([1.0]), "b")
+    assert "a [1]" in w.where
+    w.add(np.array([np.nan]), np.array([1.0]), np.array([1.0]), "nan")
+    assert w.ratio == np.inf and "nan" in w.where
+    assert w.compared == 4
