@@ -249,10 +249,15 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
             for (int64_t ic = 0; ic < m; ic += MC) {
                 int64_t mc = m - ic < MC ? m - ic : MC;
                 const REAL *asrc = a + ic * rsa + pc * csa;
-                if (pack_a)
-                    for (int64_t ir = 0; ir < mc; ir += MR)
+                if (pack_a) {
+                    int64_t done = 0;
+#ifdef GK_PACK_A_T_FAST
+                    if (csa == 1) done = GK_PACK_A_T_FAST(ap, asrc, rsa, mc, kc);
+#endif
+                    for (int64_t ir = done; ir < mc; ir += MR)
                         G(pack_a)(ap + ir * kc, asrc + ir * rsa, rsa, csa,
                                   mc - ir < MR ? mc - ir : MR, kc);
+                }
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int64_t nr = nc - jr < NR ? nc - jr : NR;
                     const REAL *bm = pack_b ? bp + jr * kc : bsrc + jr;

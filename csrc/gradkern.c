@@ -388,8 +388,40 @@ static int64_t pack_t_avx512_f32(float *restrict dst, const float *restrict src,
         }
     return k16;
 }
+
+/* The transposing pack of an A block (broadcast operand, rows contiguous along k) into
+   MR = 8 row panels: dst[p*8*kc + k*8 + r] = src[(8p + r)*rs + k], two panels at a time
+   through the 16 x 16 transpose. Returns the rows done (a multiple of 16); the caller
+   packs the rest. */
+#define GK_PACK_A_T_FAST pack_a_t_avx512_f32
+static int64_t pack_a_t_avx512_f32(float *restrict dst, const float *restrict src, int64_t rs,
+                                   int64_t rows, int64_t kc)
+{
+    int64_t r16 = rows / 16 * 16, k16 = kc / 16 * 16;
+    for (int64_t r0 = 0; r0 < r16; r0 += 16) {
+        float *d0 = dst + r0 * kc, *d1 = d0 + 8 * kc;  /* panels r0/8 and r0/8 + 1 */
+        for (int64_t k0 = 0; k0 < k16; k0 += 16) {
+            __m512 v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) v[i] = _mm512_loadu_ps(src + (r0 + i) * rs + k0);
+            transpose16_avx512_f32(v);
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) {
+                _mm256_storeu_ps(d0 + (k0 + i) * 8, _mm512_castps512_ps256(v[i]));
+                _mm256_storeu_ps(d1 + (k0 + i) * 8, _mm512_extractf32x8_ps(v[i], 1));
+            }
+        }
+        for (int64_t r = 0; r < 16; r++) {
+            float *d = (r < 8 ? d0 : d1) + (r & 7);
+            const float *srow = src + (r0 + r) * rs;
+            for (int64_t k = k16; k < kc; k++) d[k * 8] = srow[k];
+        }
+    }
+    return r16;
+}
 #include "gemm_real.c"
 #undef GK_PACK_T_FAST
+#undef GK_PACK_A_T_FAST
 #include "vec_real.c"
 #undef REAL
 #undef DT_NAME
