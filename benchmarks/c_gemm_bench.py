@@ -79,7 +79,7 @@ def main() -> None:
     gk.set_threads(args.threads)
     c = gk.backends.get("c")
     info = c.describe()
-    print(f"# clock {args.clock}, load {os.getloadavg()[0]:.1f} | C: {info['isa']} tile {info['tile_f32']} threads {info['threads']} | "
+    print(f"# clock {args.clock}, load {os.getloadavg()[0]:.1f} | C: {info['isa']} tile {info['tile_f32'] if dt == np.float32 else info['tile_f64']} threads {info['threads']} | "
           f"NumPy: {blas_info()} | OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     print(f"{'shape':>10} {'product':>8} {'ours GF/s':>10} {'numpy GF/s':>11} {'ratio':>6}")
     rng = np.random.default_rng(0)

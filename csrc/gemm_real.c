@@ -313,7 +313,7 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
     int pack_a = !small, pack_b = !small || trans_b;
     int64_t per = (pack_a ? G(work_a)() : 0) + (pack_b ? G(work_b)(n) : 0);
     int threads = 1;
-    if ((double)m * (double)n * (double)k >= PAR_MNK) threads = gk_get_threads();
+    if ((double)m * (double)n * (double)k >= g_par_mnk) threads = gk_get_threads();
     if (per > 0) {
         int64_t fit = work ? work_size / per : 0;
         if (fit < 1) return GK_ERR_WORKSPACE;

@@ -137,6 +137,9 @@ const char *gk_build_info(void)
 }
 
 static int g_isa = -1;
+/* GEMMs of at least this many multiply-adds use all threads ($GRADKERN_PAR_MNK overrides,
+   for tuning on a given machine) */
+static double g_par_mnk = PAR_MNK;
 
 int gk_best_isa(void)
 {
@@ -165,6 +168,8 @@ int gk_isa(void)
         int want = GK_ISA_AVX512;
         if (env && strcmp(env, "generic") == 0) want = GK_ISA_GENERIC;
         if (env && strcmp(env, "avx2") == 0) want = GK_ISA_AVX2;
+        const char *par = getenv("GRADKERN_PAR_MNK");
+        if (par && atof(par) > 0) g_par_mnk = atof(par);
         gk_set_isa(want);
     }
     return g_isa;
