@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run the grid with 1 thread")
     t.add_argument("--max-seconds", type=float, default=None,
                    help="timing budget per implementation and cell (default 1.0, --quick 0.1)")
+    t.add_argument("--budget-minutes", type=float, default=None,
+                   help="bound the whole sweep: per-cell budgets shrink to fit (default 13 for "
+                        "the full grid, none otherwise)")
     t.add_argument("--no-check", action="store_true",
                    help="skip the agreement check before timing (not recommended)")
     t.add_argument("--seed", type=int, default=0)
@@ -120,6 +123,13 @@ def _rerun_without(pins: dict[str, str], argv: list[str]) -> int:
     return subprocess.call([sys.executable, "-m", "gradkern.bench", *argv], env=env)
 
 
+def _budget(args: argparse.Namespace) -> float | None:
+    if args.budget_minutes is not None:
+        return args.budget_minutes * 60 if args.budget_minutes > 0 else None
+    full = not (args.quick or args.depths or args.widths or args.batches)
+    return 13 * 60.0 if full else None
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from .report import write_report
     from .run import (
@@ -150,6 +160,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         dtype=args.dtype,
         threads=(threads, 1) if args.single_thread and threads != 1 else (threads,),
         max_seconds=args.max_seconds or (0.1 if quick else 1.0),
+        budget_s=_budget(args),
         check=not args.no_check,
         seed=args.seed,
         progress=not args.no_progress,
@@ -171,7 +182,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                          "batches": list(cfg.batches), "dtype": cfg.dtype,
                          "threads": list(cfg.threads), "impls": cfg.impls(),
                          "backends": list(cfg.backends), "peers": list(cfg.peers),
-                         "max_seconds": cfg.max_seconds, "check": cfg.check, "seed": cfg.seed,
+                         "max_seconds": cfg.max_seconds, "budget_s": cfg.budget_s,
+                         "check": cfg.check, "seed": cfg.seed,
                          "quick": quick, "network": "x (B, w) -> [Dense(w->w), relu] x depth "
                          "-> Dense(w->10), cross_entropy, SGD(lr=0.01)"}
     results["notes"] = cfg.notes

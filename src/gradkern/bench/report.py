@@ -126,6 +126,8 @@ def write_plots(results: dict, out: Path) -> tuple[list[str], str | None]:
                         **styles[impl])
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.set_xticks(depths, [str(d) for d in depths], fontsize=7)
+            ax.minorticks_off()
             ax.set_title(f"width {w}, batch {b}", fontsize=9)
             ax.set_xlabel("depth (hidden layers)", fontsize=8)
             if k == 0:
@@ -152,9 +154,11 @@ def write_plots(results: dict, out: Path) -> tuple[list[str], str | None]:
                         **styles[impl])
             for name, g in ceil.items():
                 ax.axhline(g, ls="--", lw=0.8, color="gray")
-                ax.text(widths[0], g, f" {name}", fontsize=7, va="bottom", color="gray")
+                ax.text(widths[0], g * 0.9, f" {name} {g:.0f}", fontsize=7, va="top",
+                        color="gray")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            ax.set_xticks(widths, [str(w) for w in widths], fontsize=7)
             ax.set_title(f"depth {d}, batch {b}", fontsize=9)
             ax.set_xlabel("width", fontsize=8)
             if k == 0:
@@ -366,7 +370,7 @@ def write_markdown(results: dict, path: Path) -> None:
                         row.append(fmt_us(c["median_us"]) if c else "—")
                     rows.append(row)
             L += _table(["depth", "width"] + impls, rows)
-            L.append(f"### Throughput and speed-ups, batch {b}, {t} threads")
+            L.append(f"### Throughput and speed-ups, batch {b}, {t} thread{'s' if t > 1 else ''}")
             L.append("")
             ceil_names = [c["name"] for c in results["ceilings"] if c["threads"] == t]
             header = ["depth", "width", "MB"] + [f"{i} GFLOP/s" for i in impls]
@@ -395,9 +399,10 @@ def write_markdown(results: dict, path: Path) -> None:
     L.append("## Scaling")
     L.append("")
     L.append("Exponents are slopes of log(step time) against log(depth) and against "
-             "log(width); beside each, in brackets, the slope of the FLOPs themselves, which a "
-             "compute-bound implementation follows (a little over 1 in depth, as FLOPs grow "
-             "like 3d−1; just under 2 in width). Overhead pulls the exponents down. "
+             "log(width); beside each, (FLOPs) is the slope of the FLOPs themselves, which a "
+             "compute-bound implementation follows (near 1 in depth: the hidden layers cost "
+             "6·B·w² each, less 2·B·w² for the first, plus the head; near 2 in width). "
+             "Overhead pulls the measured exponents below these. "
              "Overhead fit: t = t₀ + FLOPs / r over the widths; the crossover width is where "
              "compute time equals the overhead t₀ (below it a step is overhead-bound). "
              "Figures are medians over the other grid axes.")

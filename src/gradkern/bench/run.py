@@ -32,6 +32,7 @@ class Config:
     dtype: str = "float32"
     threads: tuple[int, ...] = (1,)
     max_seconds: float = 1.0
+    budget_s: float | None = None  # whole sweep; per-cell timing budgets shrink to fit it
     check: bool = True
     seed: int = 0
     progress: bool = True
@@ -87,6 +88,7 @@ def sweep(cfg: Config) -> dict:
     bar = tqdm(total=total, unit="run", disable=not cfg.progress or tqdm is None,
                dynamic_ncols=True) if tqdm else None
     t_start = time.perf_counter()
+    runs_left = total
     results["load_average_before"] = os.getloadavg()
     whole = OtherLoad().start()
     for n_threads in cfg.threads:
@@ -108,7 +110,13 @@ def sweep(cfg: Config) -> dict:
                     for impl in impls:
                         if bar is not None:
                             bar.set_description(f"t{n_threads} b{batch} d{depth} w{width} {impl}")
-                        results["cells"].append(_one(impl, wl, ref, n_threads, cfg))
+                        seconds = cfg.max_seconds
+                        if cfg.budget_s is not None:
+                            # what is left, shared evenly; checks and warm-ups take the rest
+                            left = cfg.budget_s - (time.perf_counter() - t_start)
+                            seconds = max(0.02, min(seconds, 0.5 * left / runs_left))
+                        results["cells"].append(_one(impl, wl, ref, n_threads, cfg, seconds))
+                        runs_left -= 1
                         if bar is not None:
                             bar.update(1)
                     del wl, ref
@@ -123,7 +131,7 @@ def sweep(cfg: Config) -> dict:
     return results
 
 
-def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config) -> dict:
+def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: float) -> dict:
     runner = make_runner(impl, wl)
     cell = {"impl": impl, "kind": runner.kind, "threads": n_threads, **wl.key(),
             "flops": wl.flops, "n_params": int(sum(W.size + b.size for W, b in
@@ -143,7 +151,8 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config) -> dict:
         cell["check"] = {"ok": None, "kernel_check": "not run (--no-check)"}
     meter = OtherLoad().start()
     t0 = time.perf_counter()
-    timing = time_steps(runner.step, cfg.max_seconds)
+    timing = time_steps(runner.step, seconds)
+    cell["max_seconds"] = seconds
     cell["timing_s"] = time.perf_counter() - t0
     cell.update(timing.summary())
     cell["other_load"] = meter.stop()
