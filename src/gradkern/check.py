@@ -289,8 +289,14 @@ def kernel_loss(ctx: Context, be, dtype: str) -> Worst:
                 w.add_scalar(math.inf, 0, 1, f"{name}: returned {type(value).__name__}")
             scale = abs(vref) + np.abs(_f64(pred)).max() + 1.0
             w.add_scalar(value, vref, 64 * u * scale, f"{name} loss {rows}x{k}")
-            w.add(dpred, dref, 16 * u * (np.abs(dref) + 1.0 / pred.size),
-                  f"{name} dpred {rows}x{k}")
+            # S: the magnitudes of the terms each dpred subtracts
+            if name == "cross_entropy":  # (softmax − onehot) / B
+                S = np.abs(dref) + 2.0 / rows
+            elif name == "mse":  # 2 (pred − target) / (B·K)
+                S = 2.0 * (np.abs(_f64(pred)) + np.abs(tref)) / pred.size
+            else:  # (σ(z) − target) / (B·K)
+                S = (1.0 + np.abs(tref)) / pred.size
+            w.add(dpred, dref, 16 * u * S, f"{name} dpred {rows}x{k}")
     return w
 
 
