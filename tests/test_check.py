@@ -71,11 +71,6 @@ def test_small_run_prints_the_matrix(capsys):
     assert "| kernel/dropout" in out and "numpy float32" in out and "numpy float64" in out
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "cli.py _delegate: the subparser's `rest` uses argparse.REMAINDER, which does not take "
-    "arguments that start with '-' when they come first, so `gradkern check --quick` (and "
-    "`gradkern bench --quick`, `gradkern check --help`) exit 2 with 'unrecognized "
-    "arguments'; `python -m gradkern.check --quick` works"))
 def test_cli_delegates_flags(capsys):
     assert cli_main(["check", "--quick", "--quiet", "--backends", "numpy",
                      "--only", "kernel/dropout"]) == 0

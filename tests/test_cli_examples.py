@@ -60,7 +60,7 @@ def test_demo_command_prints_table(capsys):
 
 def test_console_script_help():
     exe = Path(sys.executable).with_name("gradkern")
-    for cmd in ([], ["train"], ["demo"], ["backends"]):
+    for cmd in ([], ["train"], ["demo"], ["backends"], ["bench"], ["check"], ["vanishing"]):
         r = subprocess.run([str(exe), *cmd, "--help"], capture_output=True, text=True,
                            timeout=60)
         assert r.returncode == 0 and "usage" in r.stdout

@@ -225,9 +225,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+DELEGATED = ("bench", "check", "vanishing")  # subcommands with their own argument parsers
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    if argv and argv[0] in DELEGATED:
+        # handed over whole: argparse's REMAINDER refuses a first argument starting with "-"
+        args = argparse.Namespace(version=False, func=_delegate(argv[0]), rest=argv[1:])
+    else:
+        args = parser.parse_args(argv)
     if args.version:
         import gradkern as gk
 

@@ -115,7 +115,8 @@ class Backend:
 
     def sum_squares(self, x) -> float:
         """Σ x², accumulated in float64 (the gradient norm is its square root)."""
-        return float(np.dot(x.astype(np.float64, copy=False), x.astype(np.float64, copy=False)))
+        x64 = x.astype(np.float64, copy=False)
+        return float(np.dot(x64, x64))
 
     def scale(self, x, factor: float) -> None:
         """x *= factor, in place."""
