@@ -239,7 +239,8 @@ def main():
                 ts.append(timeit(f, *args, reps=reps))
                 err = np.abs(args[0] - ref).max() / (np.abs(ref).max() + 1)
                 assert err < 1e-4, (name, f, err)
-            row.append(f"{name}: loop {ts[0]:8.1f} blk {ts[1]:8.1f} par {ts[2]:8.1f} blas {ts[3]:8.1f}")
+            row.append(f"{name}: loop {ts[0]:8.1f} blk {ts[1]:8.1f} par {ts[2]:8.1f} "
+                       f"blas {ts[3]:8.1f}")
         print(" | ".join(row))
 
 

@@ -20,10 +20,19 @@ prange-blocked loops; BLAS: np.dot in njit):
       256      128   / 55              79   / 56            97   / 54
      1024     3121   / 850           1008   / 1060        3327   / 824
 
-BLAS wins or ties at every size, so there is no crossover to tune. BLAS is never called
-inside a `prange`: the parallel regions here (optimizer update, gradient norm on large
-buffers) are separate from the matrix products, and numba's workers do not run while
-OpenBLAS's threads do.
+BLAS wins or ties at every size, so there is no crossover to tune; numba's loops fall
+back to scalar code on short rows and lose to OpenBLAS's packed kernels on long ones.
+BLAS is never called inside a `prange`.
+
+Threads: within a step the parallel work is BLAS's (OpenBLAS pthreads, sized by
+gk.set_threads through threadpoolctl). The flat-buffer passes (optimizer update, gradient
+norm) can also run as a prange over fixed chunks (`par_min`), but on this 2-core machine
+that made steps slower: OpenBLAS's workers spin after each product and numba's OpenMP
+workers after each prange, so alternating the two pools oversubscribes the cores. At
+width 256, depth 4, batch 64 a step took 10.9 ms with the prange passes against 2.9 ms
+for the numpy backend in the same run (benchmarks/numba_par_bench.py compares both
+settings). So by default the passes run on the calling thread (PAR_MIN = 2**62); the
+prange path stays, tested bit-identical to the serial one, for machines with more cores.
 
 fastmath is limited to {'reassoc', 'contract'} and only on the float64 sum of squares,
 where it lets the reduction vectorize; never on softmax, exp, log, erf or loss code, and
@@ -54,7 +63,7 @@ except ImportError as exc:
         "install it with `pip install scipy`"
     ) from exc
 
-from ..optim import ADAM_KIND, SGD_KIND, Optimizer
+from ..optim import ADAM_KIND, HYPER_COLS, SGD_KIND, Optimizer
 from ..plan import (
     ACTIVATION,
     BATCHNORM,
@@ -88,8 +97,9 @@ _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _FM = {"reassoc", "contract"}  # reductions only: no 'nnan'/'ninf', NaN must survive
 
-# Below this many elements the flat-buffer passes (optimizer, sum of squares) run on one
-# thread: a parallel region costs a few µs to start, more than the pass itself.
+# Flat-buffer passes (optimizer, sum of squares) of at least this many elements run as a
+# prange; by default never, see the module docstring for why. NumbaBackend.par_min
+# overrides it at run time (no recompilation).
 PAR_MIN = 1 << 62
 # The sum of squares adds fixed chunks in a fixed order, whatever the thread count, so
 # the gradient norm is bit-identical on repeat and between the serial and parallel paths.
@@ -703,6 +713,73 @@ def _touch_threads(a):
 # ============================================================================ backend
 
 
+def _blas_info() -> str:
+    """The OpenBLAS behind numba's np.dot (scipy's copy): version, kernel, threads."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "scipy's BLAS (threadpoolctl not installed: no details)"
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas" and "scipy" in lib.get("filepath", "") and \
+                "numpy" not in lib.get("filepath", ""):
+            return (f"{lib.get('internal_api')} {lib.get('version')} "
+                    f"{lib.get('architecture')} kernel, {lib.get('num_threads')} threads")
+    return "scipy's BLAS"
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _out(a, name, dtype=None, shape=None, flat=False) -> np.ndarray:
+    """An output array: float32/64 of `dtype` and `shape`, C-contiguous and writeable."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
+    if a.dtype not in _FLOATS or (dtype is not None and a.dtype != dtype):
+        raise TypeError(f"{name} is {a.dtype}; expected {dtype or 'float32 or float64'}")
+    if shape is not None and a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}; expected {shape}")
+    if not flat and shape is None and a.ndim not in (1, 2):
+        raise ValueError(f"{name} has {a.ndim} dimensions")
+    if not a.flags.c_contiguous:
+        raise ValueError(f"{name} must be C-contiguous (a kernel writes it in place)")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+    return a
+
+
+def _inp(a, name, dtype, shape) -> np.ndarray:
+    """An input array of `dtype` and `shape` (None: any size on that axis), C-contiguous."""
+    a = np.asarray(a)
+    if a.dtype != dtype:
+        raise TypeError(f"{name} is {a.dtype}; expected {dtype}")
+    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape,
+                                                                           strict=True)):
+        want = tuple("?" if s is None else s for s in shape)
+        raise ValueError(f"{name} has shape {a.shape}; expected {want}")
+    return np.ascontiguousarray(a)
+
+
+def _code(kind, top: int, what: str) -> int:
+    k = int(kind)
+    if not 0 <= k <= top:
+        raise ValueError(f"unknown {what} code {kind}")
+    return k
+
+
+def _hyper(hyper) -> np.ndarray:
+    h = np.ascontiguousarray(hyper, dtype=np.float64)
+    if h.shape != (HYPER_COLS,):
+        raise ValueError(f"hyper has shape {h.shape}; expected ({HYPER_COLS},)")
+    return h
+
+
+def _step(step) -> int:
+    k = int(step)
+    if k < 1:
+        raise ValueError(f"optimizer steps count from 1, got {step}")
+    return k
+
+
 def _uint64(seed) -> np.uint64:
     return np.uint64(int(seed) & MASK64)
 
@@ -720,55 +797,134 @@ class NumbaBackend(Backend):
         self.par_min = PAR_MIN  # flat-buffer passes of at least this many elements use prange
 
     # ------------------------------------------------------------------ kernels
+    # The methods check every array before the jitted loop runs, which indexes without
+    # bounds checks: dtype and shape must agree, outputs must be C-contiguous and
+    # writeable (refused untouched otherwise); inputs of another layout are copied.
+
     def matmul_forward(self, out, inp, weight, bias):
-        matmul_forward(out, inp, weight, bias)
+        B, OC = _out(out, "out").shape
+        dt = out.dtype
+        inp = _inp(inp, "inp", dt, (B, None))
+        weight = _inp(weight, "weight", dt, (inp.shape[1], OC))
+        matmul_forward(out, inp, weight, _inp(bias, "bias", dt, (OC,)))
 
     def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
+        C, OC = _out(dweight, "dweight").shape
+        dt = dweight.dtype
+        _out(dbias, "dbias", dt, (OC,))
+        dout = _inp(dout, "dout", dt, (None, OC))
+        B = dout.shape[0]
+        inp = _inp(inp, "inp", dt, (B, C))
+        weight = _inp(weight, "weight", dt, (C, OC))
         need = dinp is not None
+        if need:
+            _out(dinp, "dinp", dt, (B, C))
         matmul_backward(dinp if need else inp, dweight, dbias, dout, inp, weight, need)
 
     def activation_forward(self, kind, out, inp):
-        activation_forward(int(kind), out, inp)
+        _out(out, "out")
+        activation_forward(_code(kind, 5, "activation"), out,
+                           _inp(inp, "inp", out.dtype, out.shape))
 
     def activation_backward(self, kind, dinp, dout, inp, out):
-        activation_backward(int(kind), dinp, dout, inp, out)
+        _out(dinp, "dinp")
+        dt, shape = dinp.dtype, dinp.shape
+        activation_backward(_code(kind, 5, "activation"), dinp, _inp(dout, "dout", dt, shape),
+                            _inp(inp, "inp", dt, shape), _inp(out, "out", dt, shape))
 
     def loss_forward_backward(self, kind, dpred, pred, target):
-        target, labels = self._targets(int(kind), target, pred.dtype)
-        return float(loss_forward_backward(int(kind), dpred, pred, target, labels))
+        kind = _code(kind, 2, "loss")
+        _out(dpred, "dpred")
+        pred = _inp(pred, "pred", dpred.dtype, dpred.shape)
+        target, labels = self._targets(kind, target, pred.dtype)
+        if kind == 1:
+            if labels.shape != (pred.shape[0],):
+                raise ValueError(f"labels have shape {labels.shape}; expected ({pred.shape[0]},)")
+        elif target.shape != pred.shape:
+            raise ValueError(f"target has shape {target.shape}; pred {pred.shape}")
+        return float(loss_forward_backward(kind, dpred, pred, target, labels))
 
     def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta, running_mean,
                           running_var, training, eps):
+        B, N = _out(out, "out").shape
+        dt = out.dtype
+        inp = _inp(inp, "inp", dt, (B, N))
+        gamma, beta = _inp(gamma, "gamma", dt, (N,)), _inp(beta, "beta", dt, (N,))
+        if training:
+            for name, a in (("mean", mean), ("var", var), ("rstd", rstd)):
+                _out(a, name, dt, (N,))
+            if B < 1:
+                raise ValueError("batchnorm needs at least one row")
+            running_mean = running_var = gamma  # not read in training mode
+        else:
+            running_mean = _inp(running_mean, "running_mean", dt, (N,))
+            running_var = _inp(running_var, "running_var", dt, (N,))
+            mean = var = rstd = out[0] if B else gamma  # not touched in inference mode
         batchnorm_forward(out, mean, var, rstd, inp, gamma, beta, running_mean, running_var,
                           bool(training), float(eps))
 
     def batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
+        N = _out(dgamma, "dgamma").shape[0]
+        dt = dgamma.dtype
+        _out(dbeta, "dbeta", dt, (N,))
+        dout = _inp(dout, "dout", dt, (None, N))
+        B = dout.shape[0]
+        inp = _inp(inp, "inp", dt, (B, N))
+        mean, rstd = _inp(mean, "mean", dt, (N,)), _inp(rstd, "rstd", dt, (N,))
+        gamma = _inp(gamma, "gamma", dt, (N,))
         need = dinp is not None
+        if need:
+            _out(dinp, "dinp", dt, (B, N))
         batchnorm_backward(dinp if need else inp, dgamma, dbeta, dout, inp, mean, rstd, gamma,
                            need)
 
     def batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
-        batchnorm_update_running(running_mean, running_var, mean, var, int(rows),
-                                 float(momentum))
+        N = _out(running_mean, "running_mean").shape[0]
+        dt = running_mean.dtype
+        _out(running_var, "running_var", dt, (N,))
+        batchnorm_update_running(running_mean, running_var, _inp(mean, "mean", dt, (N,)),
+                                 _inp(var, "var", dt, (N,)), int(rows), float(momentum))
 
     def dropout_forward(self, out, mask, inp, p, seed):
-        dropout_forward(out, mask, inp, float(p), _uint64(seed))
+        _out(out, "out")
+        _out(mask, "mask", out.dtype, out.shape)
+        p = float(p)
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout p must be in [0, 1), got {p}")
+        dropout_forward(out, mask, _inp(inp, "inp", out.dtype, out.shape), p, _uint64(seed))
 
     def dropout_backward(self, dinp, dout, mask):
-        dropout_backward(dinp, dout, mask)
+        _out(dinp, "dinp")
+        dt, shape = dinp.dtype, dinp.shape
+        dropout_backward(dinp, _inp(dout, "dout", dt, shape), _inp(mask, "mask", dt, shape))
 
     def sgd_update(self, params, grads, buf, hyper, step):
-        if buf is None:
+        n = _out(params, "params").shape[0]
+        grads = _inp(grads, "grads", params.dtype, (n,))
+        hyper = _hyper(hyper)
+        if buf is None or buf.size == 0:
+            if hyper[1] != 0.0:
+                raise ValueError("SGD with momentum needs a momentum buffer")
             buf = self._empty[params.dtype][1]
-        sgd_update(params, grads, buf, hyper, int(step))
+        else:
+            _out(buf, "buf", params.dtype, (n,))
+        sgd_update(params, grads, buf, hyper, _step(step))
 
     def adam_update(self, params, grads, m, v, hyper, step):
-        adam_update(params, grads, m, v, hyper, int(step))
+        n = _out(params, "params").shape[0]
+        _out(m, "m", params.dtype, (n,))
+        _out(v, "v", params.dtype, (n,))
+        adam_update(params, _inp(grads, "grads", params.dtype, (n,)), m, v, _hyper(hyper),
+                    _step(step))
 
     def sum_squares(self, x):
+        x = np.asarray(x)
+        if x.dtype not in _FLOATS:
+            raise TypeError(f"sum_squares takes float32 or float64, got {x.dtype}")
         return float(sum_squares(np.ascontiguousarray(x).reshape(-1)))
 
     def scale(self, x, factor):
+        _out(x, "x", None, None, flat=True)
         scale(x.reshape(-1), float(factor))
 
     # ------------------------------------------------------------------ helpers
@@ -910,8 +1066,11 @@ class NumbaBackend(Backend):
             "threads": numba.get_num_threads(),
             "max_threads": numba.config.NUMBA_NUM_THREADS,
             "matmul": "np.dot in jitted code (scipy's BLAS) at every size",
+            "blas": _blas_info(),
+            "par_min": self.par_min,
             "disk_cache": CACHE,
             "boundscheck": bool(numba.config.BOUNDSCHECK),
+            # driver/dtype -> seconds of its first call: compile, or load from the disk cache
             "first_call_seconds": dict(self._first_call),
         }
         if layer == "workqueue":
