@@ -27,7 +27,6 @@ import numpy as np  # noqa: E402
 
 import gradkern as gk  # noqa: E402
 
-
 CLOCK = time.perf_counter
 
 
@@ -51,12 +50,29 @@ def check(name, got, ref, scale, dtype):
         raise SystemExit(f"{name}: wrong, max err/bound {(err / bound).max():.3g}")
 
 
+def make_cases(fn, NULL, work, pwork, inputs, outputs, arrays, results, B, C, OC):
+    """(name, our call, NumPy's call) for the three products of one shape."""
+    pX, pW, pb, pdY = inputs
+    pout, pdinp, pdW, pdb = outputs
+    X, Wt, b, dY = arrays
+    out, dinp, dW, db = results
+    return [
+        ("forward", lambda: fn.gemm(pout, NULL, pX, pW, pb, B, OC, C, 0, 0, pwork, work.size),
+         lambda: (np.matmul(X, Wt, out=out), np.add(out, b, out=out))),
+        ("dinp", lambda: fn.gemm(pdinp, NULL, pdY, pW, NULL, B, C, OC, 0, 1, pwork, work.size),
+         lambda: np.matmul(dY, Wt.T, out=dinp)),
+        ("dW+db", lambda: fn.gemm(pdW, pdb, pX, pdY, NULL, C, OC, B, 1, 0, pwork, work.size),
+         lambda: (np.matmul(X.T, dY, out=dW), np.sum(dY, axis=0, out=db))),
+    ]
+
+
 def blas_info() -> str:
     try:
         from threadpoolctl import threadpool_info
         for p in threadpool_info():
             if p.get("internal_api") == "openblas":
-                return f"OpenBLAS {p.get('version')} {p.get('architecture')} x{p.get('num_threads')}"
+                return (f"OpenBLAS {p.get('version')} {p.get('architecture')} "
+                        f"x{p.get('num_threads')}")
     except ImportError:
         pass
     return "unknown BLAS"
@@ -79,7 +95,9 @@ def main() -> None:
     gk.set_threads(args.threads)
     c = gk.backends.get("c")
     info = c.describe()
-    print(f"# clock {args.clock}, load {os.getloadavg()[0]:.1f} | C: {info['isa']} tile {info['tile_f32'] if dt == np.float32 else info['tile_f64']} threads {info['threads']} | "
+    tile = info["tile_f32"] if dt == np.float32 else info["tile_f64"]
+    print(f"# clock {args.clock}, load {os.getloadavg()[0]:.1f} | C: {info['isa']} tile {tile} "
+          f"threads {info['threads']} | "
           f"NumPy: {blas_info()} | OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     print(f"{'shape':>10} {'product':>8} {'ours GF/s':>10} {'numpy GF/s':>11} {'ratio':>6}")
     rng = np.random.default_rng(0)
@@ -102,20 +120,17 @@ def main() -> None:
         check("db", db, d64.sum(0), np.abs(d64).sum(0), dt)
         # then time; the C calls go straight to the GEMM entry point (no Python checks)
         fn = gk.backends.c_backend.FUNCS[dt]
-        ptr = lambda a: gk.backends.c_backend._ptr(fn, a)  # noqa: E731
+
+        def ptr(a, fn=fn):
+            return gk.backends.c_backend._ptr(fn, a)
+
         work = np.zeros(max(fn.gemm_work(B, OC, C), fn.gemm_work(B, C, OC),
                             fn.gemm_work(C, OC, B)), dt)
         pX, pW, pb, pdY = ptr(X), ptr(Wt), ptr(b), ptr(dY)
         pout, pdinp, pdW, pdb, pwork = ptr(out), ptr(dinp), ptr(dW), ptr(db), ptr(work)
         NULL = gk.backends.c_backend.NULL
-        cases = [
-            ("forward", lambda: fn.gemm(pout, NULL, pX, pW, pb, B, OC, C, 0, 0, pwork, work.size),
-             lambda: (np.matmul(X, Wt, out=out), np.add(out, b, out=out))),
-            ("dinp", lambda: fn.gemm(pdinp, NULL, pdY, pW, NULL, B, C, OC, 0, 1, pwork, work.size),
-             lambda: np.matmul(dY, Wt.T, out=dinp)),
-            ("dW+db", lambda: fn.gemm(pdW, pdb, pX, pdY, NULL, C, OC, B, 1, 0, pwork, work.size),
-             lambda: (np.matmul(X.T, dY, out=dW), np.sum(dY, axis=0, out=db))),
-        ]
+        cases = make_cases(fn, NULL, work, pwork, (pX, pW, pb, pdY), (pout, pdinp, pdW, pdb),
+                           (X, Wt, b, dY), (out, dinp, dW, db), B, C, OC)
         flops = 2.0 * B * C * OC
         total_ours = total_np = 0.0
         for name, ours, ref in cases:

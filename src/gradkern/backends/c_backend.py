@@ -18,7 +18,6 @@ Legend: B = batch rows, C = input features, OC = output features, K = classes.
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import threading
 import time
