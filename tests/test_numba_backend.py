@@ -252,6 +252,34 @@ def test_bad_inputs_raise_before_running():
     assert int(opt.step[0]) == 0
 
 
+def test_kernel_methods_refuse_mismatched_arrays_untouched():
+    """The jitted loops index without bounds checks: the methods check first."""
+    f = np.float32
+    out = np.full((4, 3), np.nan, f)
+    cases = [
+        lambda: NB.activation_forward(1, out, np.ones((5, 3), f)),
+        lambda: NB.activation_forward(1, out, np.ones((4, 3), np.float64)),
+        lambda: NB.activation_forward(1, np.asfortranarray(out), np.ones((4, 3), f)),
+        lambda: NB.activation_backward(1, out, np.ones((4, 3), f), np.ones((4, 4), f), out),
+        lambda: NB.matmul_forward(out, np.ones((4, 2), f), np.ones((3, 3), f), np.ones(3, f)),
+        lambda: NB.matmul_backward(out, np.zeros((3, 2), f), np.zeros(2, f),
+                                   np.ones((5, 2), f), np.ones((4, 3), f), np.ones((3, 2), f)),
+        lambda: NB.dropout_backward(out, np.ones((4, 3), f), np.ones((2, 3), f)),
+        lambda: NB.batchnorm_backward(out, np.zeros(3, f), np.zeros(3, f), np.ones((4, 3), f),
+                                      np.ones((4, 3), f), np.ones(2, f), np.ones(3, f),
+                                      np.ones(3, f)),
+        lambda: NB.sgd_update(out.reshape(-1), np.ones(11, f), None, SGD(lr=0.1).hyper, 1),
+        lambda: NB.adam_update(out.reshape(-1), np.ones(12, f), np.zeros(12, f),
+                               np.zeros(11, f), Adam().hyper, 1),
+        lambda: NB.loss_forward_backward(1, out, np.ones((4, 3), f), np.zeros(5, np.int64)),
+        lambda: NB.activation_forward(9, out, np.ones((4, 3), f)),
+    ]
+    for i, call in enumerate(cases):
+        with pytest.raises((ValueError, TypeError)):
+            call()
+        assert np.isnan(out).all(), f"case {i} wrote into out before refusing"
+
+
 def test_inputs_of_other_dtypes_and_layouts_are_converted():
     plan, bufs, x, y = _setup(np.float32, "mse")
     other = _clone(bufs)

@@ -237,11 +237,11 @@ def loss_forward_backward(kind, dpred, pred, target, labels):
                 s += np.float64(e)
             total += math.log(s) - np.float64(pred[i, c] - m)
             st = T(s)
-            for j in range(k):
-                dpred[i, j] = dpred[i, j] / st
-            dpred[i, c] -= one
-            for j in range(k):
-                dpred[i, j] *= factor
+            for j in range(k):  # softmax, minus the one-hot, over the rows: one pass
+                g = dpred[i, j] / st
+                if j == c:
+                    g -= one
+                dpred[i, j] = g * factor
         return total / rows
     if kind == 2:  # binary_cross_entropy from logits z: max(z,0) - z y + log(1 + e^-|z|)
         factor = T(1.0 / (rows * k))
