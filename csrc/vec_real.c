@@ -26,6 +26,7 @@ static double G(sum_squares)(const REAL *x, int64_t n)
     if (n < GK_PAR_STREAM) return G(sum_squares_range)(x, 0, n);
     double part[GK_SUM_PARTS];
     int threads = gk_get_threads();
+    (void)threads;  /* unused without OpenMP */
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
     for (int p = 0; p < GK_SUM_PARTS; p++)
         part[p] = G(sum_squares_range)(x, n * p / GK_SUM_PARTS, n * (p + 1) / GK_SUM_PARTS);
