@@ -136,3 +136,17 @@ def test_worst_keeps_the_largest_ratio_and_flags_nan():
     w.add(np.array([np.nan]), np.array([1.0]), np.array([1.0]), "nan")
     assert w.ratio == np.inf and "nan" in w.where
     assert w.compared == 4
+
+
+def test_without_torch_the_torch_rows_are_skipped(monkeypatch, tmp_path):
+    """No PyTorch: every torch/* cell says 'skipped: <reason>' and the run still passes."""
+    reason = "PyTorch not importable (ImportError: pretend)"
+    monkeypatch.setattr(torchref, "available", lambda: (False, reason))
+    path = tmp_path / "no-torch.json"
+    rc = check.main(["--quick", "--quiet", "--backends", "numpy", "--only", "torch/",
+                     "--json", str(path)])
+    assert rc == 0
+    rep = json.loads(path.read_text())
+    assert rep["torch"] == reason
+    assert len(rep["cells"]) == 6 * 2
+    assert {c["status"] for c in rep["cells"]} == {f"skipped: {reason}"}
