@@ -2,9 +2,11 @@
 
 The workload is `gradkern bench`'s (gradkern.bench.workload): depth hidden layers of
 `width` units (Dense + ReLU), a Dense(width -> 10) head, softmax cross-entropy, SGD
-lr 0.01, batch 64, float32. For each width it first checks that the numba gradients
-agree with the numpy backend's (DESIGN §5 bound, 16·u·S), then times train_step: a
-warm-up, then the median over `--runs` runs of enough steps to fill ~0.2 s each.
+lr 0.01, batch 64, float32. For each width it first checks that the loss and every
+gradient tensor of numba (and of C, when it loads) agree with the numpy backend's, to
+1024·u·max|tensor| (the products compound over depth, so this is looser than the
+per-kernel 16·u·S of DESIGN §5, which tests/test_kernels.py checks), then times
+train_step: a warm-up, then the median over `--runs` runs of enough steps for ~0.2 s each.
 The first numba call (compile, or load from the disk cache) is timed separately.
 
 Run: .venv/bin/python benchmarks/numba_step_bench.py [--threads 2] [--widths 16 64 256 1024]
@@ -41,10 +43,9 @@ def median_us(step, runs: int, budget_s: float = 0.2) -> float:
 
 
 def check_agreement(wl: Workload, runner: GradkernRunner, ref: GradkernRunner) -> float:
-    """Max over all gradient elements of |numba - numpy| / (16 u S); must be <= 1."""
+    """Max over the gradient tensors of |x - numpy| / (1024 u max|numpy|); must be <= 1."""
     loss, grads = runner.gradients()
     rloss, rgrads = ref.gradients()
-    # the error scale of every gradient element: the same computation on |.|, in float64
     u = float(np.finfo(wl.dtype).eps)
     worst = 0.0
     for (dw, db), (rw, rb) in zip(grads, rgrads, strict=True):

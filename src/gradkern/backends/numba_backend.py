@@ -794,6 +794,7 @@ class NumbaBackend(Backend):
                        for dt in (np.dtype(np.float32), np.dtype(np.float64))}
         self._no_labels = np.empty(0, np.int64)
         self._first_call: dict[str, float] = {}  # driver/dtype -> seconds of its first call
+        self._seen: set[tuple[str, str]] = set()
         self.par_min = PAR_MIN  # flat-buffer passes of at least this many elements use prange
 
     # ------------------------------------------------------------------ kernels
@@ -974,20 +975,22 @@ class NumbaBackend(Backend):
             raise TypeError(f"optimizer state is {opt.buf1.dtype}, the plan {plan.dtype}")
         return opt.buf1, opt.buf2 if opt.buf2 is not None else opt.buf1[:0]
 
-    def _timed(self, key: str, fn, *args):
-        """Call a driver; the first call per key is timed (compile or cache load + run)."""
-        if key in self._first_call:
+    def _timed(self, name: str, dtype: np.dtype, fn, *args):
+        """Call a driver; its first call per dtype is timed (compile or cache load + run)."""
+        key = (name, dtype.char)  # cheaper per step than formatting a string
+        if key in self._seen:
             return fn(*args)
         t0 = time.perf_counter()
         result = fn(*args)
-        self._first_call[key] = time.perf_counter() - t0
+        self._seen.add(key)
+        self._first_call[f"{name}/{dtype}"] = time.perf_counter() - t0
         return result
 
     # ------------------------------------------------------------------ drivers
     def forward(self, plan: Plan, bufs: Buffers, x: np.ndarray, training: bool = False,
                 seed: int = 0) -> np.ndarray:
         x = self._check_x(plan, bufs, x)
-        self._timed(f"forward/{plan.dtype}", _forward, plan.ops, plan.fargs, bufs.params,
+        self._timed("forward", plan.dtype, _forward, plan.ops, plan.fargs, bufs.params,
                     bufs.state, bufs.acts, bufs.cache, bufs.out_off, bufs.cache_off, x,
                     bool(training), _uint64(seed))
         return bufs.out(len(plan.layers) - 1, x.shape[0])
@@ -998,7 +1001,7 @@ class NumbaBackend(Backend):
         target, labels = self._targets(plan.loss_code, y, plan.dtype)
         self._check_y(plan, target, labels, x.shape[0])
         return float(self._timed(
-            f"gradients/{plan.dtype}", _gradients, plan.ops, plan.fargs, plan.loss_code,
+            "gradients", plan.dtype, _gradients, plan.ops, plan.fargs, plan.loss_code,
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, x, target, labels, _uint64(seed)))
 
@@ -1009,7 +1012,7 @@ class NumbaBackend(Backend):
         self._check_y(plan, target, labels, x.shape[0])
         buf1, buf2 = self._opt_arrays(opt, plan)
         loss, gnorm = self._timed(
-            f"train_step/{plan.dtype}", _train_step, plan.ops, plan.fargs, plan.loss_code,
+            "train_step", plan.dtype, _train_step, plan.ops, plan.fargs, plan.loss_code,
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, x, target, labels, _uint64(seed), opt.kind,
             opt.hyper, buf1, buf2, opt.step, float(clip_norm), self.par_min)
@@ -1042,7 +1045,7 @@ class NumbaBackend(Backend):
         bufs.ensure_capacity(min(batch_size, perm.shape[0]))
         buf1, buf2 = self._opt_arrays(opt, plan)
         return int(self._timed(
-            f"train_epoch/{plan.dtype}", _train_epoch, plan.ops, plan.fargs, plan.loss_code,
+            "train_epoch", plan.dtype, _train_epoch, plan.ops, plan.fargs, plan.loss_code,
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, X, target, labels, perm, batch_size, seeds,
             opt.kind, opt.hyper, buf1, buf2, opt.step, float(clip_norm), losses, gnorms,
