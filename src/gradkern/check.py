@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import math
 import platform
@@ -1304,6 +1305,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not faulthandler.is_enabled():  # a crashing kernel names the check it was in
+        faulthandler.enable()
     status = _backends.status()
     if args.backends:
         names = [b.strip() for b in args.backends.split(",") if b.strip()]
