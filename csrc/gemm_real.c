@@ -184,7 +184,7 @@ static int64_t G(work_b)(int64_t n)
     return round_up64(KC * round_up64(nc, NR), 64 / (int64_t)sizeof(REAL));
 }
 
-/* The fused epilogue on a finished (mr, nr) tile of C, still in L1: the activation layer
+/* The fused epilogue on a finished (mc, nr) panel of C, still in cache: the activation layer
    after a Dense layer (forward), or the activation's gradient below it (backward), so that
    neither needs its own pass over memory. Same arithmetic as the activation kernels. */
 static void G(epilogue)(int kind, const REAL *c, REAL *out, const REAL *aux, int64_t ld,
@@ -217,6 +217,37 @@ static void G(epilogue)(int kind, const REAL *c, REAL *out, const REAL *aux, int
     }
 }
 
+/* colsum (n) = Σ_k B[k, j], k in order (so the same sums whatever the split): the bias
+   gradient of Xᵀ·dY. Columns in register blocks of 4 vectors when rows are contiguous. */
+static void G(colsum)(REAL *colsum, const REAL *b, int64_t rsb, int64_t csb, int64_t n,
+                      int64_t k)
+{
+    if (csb != 1) {
+        for (int64_t j = 0; j < n; j++) {
+            REAL s = 0;
+            for (int64_t p = 0; p < k; p++) s += b[p * rsb + j * csb];
+            colsum[j] = s;
+        }
+        return;
+    }
+    for (int64_t j0 = 0; j0 < n; j0 += 4 * VLEN) {
+        VMASK mask[4];
+        VEC acc[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) {
+            mask[v] = MAKE_MASK(n - j0 - v * VLEN);
+            acc[v] = VZERO();
+        }
+        for (int64_t p = 0; p < k; p++) {
+            const REAL *row = b + p * rsb + j0;
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) acc[v] = VADD(acc[v], VLOADM(mask[v], row + v * VLEN));
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < 4; v++) VSTOREM(colsum + j0 + v * VLEN, mask[v], acc[v]);
+    }
+}
+
 /* One thread's share: C (m, n) block, all of K. colsum (n) or NULL. epi: kind, out and aux
    (both laid out like C) of the fused epilogue, applied to each tile after its last KC block. */
 static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, int64_t rsa,
@@ -225,17 +256,7 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
                            int pack_b, REAL *ap, REAL *bp, int epi, REAL *eout,
                            const REAL *eaux)
 {
-    if (colsum) {
-        /* Σ_k op(B)[k, j], k in order: one pass over B while it is being read anyway */
-        for (int64_t j = 0; j < n; j++) colsum[j] = 0;
-        for (int64_t p = 0; p < k; p++) {
-            const REAL *row = b + p * rsb;
-            if (csb == 1)
-                for (int64_t j = 0; j < n; j++) colsum[j] += row[j];
-            else
-                for (int64_t j = 0; j < n; j++) colsum[j] += row[j * csb];
-        }
-    }
+    if (colsum) G(colsum)(colsum, b, rsb, csb, n, k);
     for (int64_t jc = 0; jc < n; jc += NC) {
         int64_t nc = n - jc < NC ? n - jc : NC;
         for (int64_t pc = 0; pc < k; pc += KC) {
@@ -269,11 +290,11 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
                         const REAL *am = pack_a ? ap + ir * kc : asrc + ir * rsa;
                         G(ukr)(kc, am, pack_a ? 1 : rsa, pack_a ? MR : csa, bm, bstride, cm,
                                ldc, mr, nr, first, bias_j, pack_a, pack_b);
-                        if (epi && pc + kc >= k) {
-                            int64_t off = (ic + ir) * ldc + jc + jr;
-                            G(epilogue)(epi, cm, eout + off, eaux ? eaux + off : NULL, ldc, mr,
-                                        nr);
-                        }
+                    }
+                    if (epi && pc + kc >= k) {  /* this (mc, nr) panel of C is final */
+                        int64_t off = ic * ldc + jc + jr;
+                        G(epilogue)(epi, c + off, eout + off, eaux ? eaux + off : NULL, ldc, mc,
+                                    nr);
                     }
                 }
             }

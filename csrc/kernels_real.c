@@ -100,22 +100,23 @@ int F(gk_loss_forward_backward)(int64_t kind, REAL *dpred, double *loss, const R
         for (int64_t r = 0; r < B; r++)
             if (labels[r] < 0 || labels[r] >= K) return GK_ERR_LABEL;
         double s = 0;
-        REAL f = (REAL)(1.0 / (double)B);
         for (int64_t r = 0; r < B; r++) {
             const REAL *z = pred + r * K;
             REAL *d = dpred + r * K;
             REAL mx = z[0];
             for (int64_t j = 1; j < K; j++) mx = z[j] > mx ? z[j] : mx;
+            for (int64_t j = 0; j < K; j++) d[j] = z[j] - mx;  /* shifted logits */
+            REAL picked = d[labels[r]];
             double sum = 0;
             for (int64_t j = 0; j < K; j++) {
-                d[j] = EXP(z[j] - mx);
+                d[j] = EXP(d[j]);
                 sum += d[j];
             }
-            s += log(sum) - (double)(z[labels[r]] - mx);
-            REAL rsum = (REAL)sum;
-            for (int64_t j = 0; j < K; j++) d[j] = d[j] / rsum;
-            d[labels[r]] -= 1;
-            for (int64_t j = 0; j < K; j++) d[j] *= f;
+            s += log(sum) - (double)picked;
+            /* softmax / B, minus 1/B at the label: one multiply per element */
+            REAL scale = (REAL)(1.0 / (sum * (double)B));
+            for (int64_t j = 0; j < K; j++) d[j] *= scale;
+            d[labels[r]] -= (REAL)(1.0 / (double)B);
         }
         *loss = s / (double)B;
         return GK_OK;
