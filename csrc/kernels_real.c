@@ -107,11 +107,9 @@ int F(gk_loss_forward_backward)(int64_t kind, REAL *dpred, double *loss, const R
             for (int64_t j = 1; j < K; j++) mx = z[j] > mx ? z[j] : mx;
             for (int64_t j = 0; j < K; j++) d[j] = z[j] - mx;  /* shifted logits */
             REAL picked = d[labels[r]];
-            double sum = 0;
-            for (int64_t j = 0; j < K; j++) {
-                d[j] = EXP(d[j]);
-                sum += d[j];
-            }
+            for (int64_t j = 0; j < K; j++) d[j] = EXP(d[j]);
+            double sum = 0;  /* a separate loop: the sum stays in a register */
+            for (int64_t j = 0; j < K; j++) sum += d[j];
             s += log(sum) - (double)picked;
             /* softmax / B, minus 1/B at the label: one multiply per element */
             REAL scale = (REAL)(1.0 / (sum * (double)B));
