@@ -30,9 +30,11 @@ norm) can also run as a prange over fixed chunks (`par_min`), but on this 2-core
 that made steps slower: OpenBLAS's workers spin after each product and numba's OpenMP
 workers after each prange, so alternating the two pools oversubscribes the cores. At
 width 256, depth 4, batch 64 a step took 10.9 ms with the prange passes against 2.9 ms
-for the numpy backend in the same run (benchmarks/numba_par_bench.py compares both
-settings). So by default the passes run on the calling thread (PAR_MIN = 2**62); the
-prange path stays, tested bit-identical to the serial one, for machines with more cores.
+for the numpy backend in the same run; benchmarks/numba_par_bench.py (interleaved A/B
+runs) found the serial passes as fast or faster in 5 of 6 cells. Those runs were on a
+shared, loaded machine; re-measure there before changing this. So by default the passes
+run on the calling thread (PAR_MIN = 2**62); the prange path stays, tested bit-identical
+to the serial one, for machines with more cores.
 
 fastmath is limited to {'reassoc', 'contract'} and only on the float64 sum of squares,
 where it lets the reduction vectorize; never on softmax, exp, log, erf or loss code, and
