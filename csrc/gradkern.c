@@ -39,7 +39,7 @@
 #define GK_GOLDEN 0x9E3779B97F4A7C15ULL     /* splitmix64 increment */
 #define GK_LAYER_MIX 0xD1B54A32D192ED03ULL  /* per-layer dropout seed offset */
 #define GK_SUM_PARTS 64                     /* fixed parts of a reduction */
-#define GK_PAR_STREAM (1 << 18)             /* streaming kernels go parallel from here */
+#define GK_PAR_STREAM (1 << 20)             /* streaming kernels go parallel from here */
 /* fused GEMM epilogues: an activation after the product (forward) or its gradient (backward) */
 enum { GK_EPI_NONE = 0, GK_EPI_IDENTITY, GK_EPI_RELU, GK_EPI_LEAKY, GK_EPI_DRELU, GK_EPI_DLEAKY };
 /* GEMM: below SMALL_MNK multiply-adds, no packing; from PAR_MNK, all threads */

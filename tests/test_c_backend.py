@@ -285,7 +285,7 @@ def test_same_result_on_any_thread_count():
             dw, db = np.empty((300, 257), dt), np.empty(257, dt)
             C.matmul_forward(out, inp, w, b)
             C.matmul_backward(dinp, dw, db, dout, inp, w)
-            big = _rand(np.random.default_rng(6), 1 << 19, dt)
+            big = _rand(np.random.default_rng(6), (1 << 20) + 37, dt)
             results.append((out, dinp, dw, db, C.sum_squares(big)))
         C.set_threads(gk.get_threads())
         for other in results[1:]:
