@@ -12,6 +12,21 @@ per optimizer into a `gk_optim` struct; a step then passes only x, y and the see
 C checks every index it is handed (class labels, permutation entries, plan offsets) and
 returns an error code, which becomes a ValueError here.
 
+Threads: a GEMM uses all OpenMP threads from 96³ multiply-adds up (each thread takes a
+contiguous run of column or row tiles and packs its own panels, so no thread waits on
+another and every element sums in the same order: results are bit-identical for any
+thread count); smaller products, and streaming kernels under 1M elements, run on the
+calling thread without entering a parallel region (entering one costs ~0.5 µs even when
+it runs serially). $GRADKERN_PAR_MNK moves the GEMM threshold, $GRADKERN_ISA forces
+'generic', 'avx2' or 'avx512'.
+
+Measured here (AMD EPYC Zen 4, 1 thread, CPU time, float32; the machine was shared, so
+2-thread figures were not steady enough to quote): the micro-kernel runs at ~117 GFLOP/s
+against a measured FMA peak of 114; GEMMs at the 1024-wide shapes of batch 64 and 256 run
+at 0.9-1.3x OpenBLAS's SkylakeX sgemm; a depth-4, batch-64 training step is 5.6x faster
+than the plain NumPy loop at width 16, 2x at 64, 1.2x at 256 and 1024
+(benchmarks/c_gemm_bench.py, benchmarks/c_step_bench.py, `gradkern bench`).
+
 Legend: B = batch rows, C = input features, OC = output features, K = classes.
 """
 
