@@ -105,6 +105,34 @@ def test_matmul_guard_bands(isa, dtype):
         assert_close(db.a, d64.sum(0), np.abs(d64).sum(0), 16, what)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_gemm_all_transposes_guard_bands(isa, dtype):
+    """gk_gemm itself, every (trans_a, trans_b), with a bias and the column sums of op(B)."""
+    dt = np.dtype(dtype)
+    fn = c_backend.FUNCS[dt]
+    mr, nr, kc = C.tile(dt)
+    rng = np.random.default_rng(10)
+    p = lambda x: c_backend._ptr(fn, x)  # noqa: E731
+    for m, n, k in ((1, 1, 1), (mr + 1, nr - 1, 3), (2 * mr + 1, 2 * nr + 1, kc + 1),
+                    (8 * mr + 3, nr + 1, 2 * kc + 1), (0, 5, 4), (5, 4, 0)):
+        for ta in (0, 1):
+            for tb in (0, 1):
+                a = _rand(rng, (k, m) if ta else (m, k), dt)
+                b = _rand(rng, (n, k) if tb else (k, n), dt)
+                bias = _rand(rng, n, dt)
+                c, cs = Guarded((m, n), dt), Guarded((n,), dt)
+                work = np.zeros(fn.gemm_work(m, n, k), dt)
+                rc = fn.gemm(p(c.a), p(cs.a), p(a), p(b), p(bias), m, n, k, ta, tb, p(work),
+                             work.size)
+                assert rc == 0
+                what = f"{isa} {dtype} m={m} n={n} k={k} ta={ta} tb={tb}"
+                assert c.intact() and cs.intact(), what
+                A = (a.T if ta else a).astype(np.float64)
+                B = (b.T if tb else b).astype(np.float64)
+                assert_close(c.a, A @ B + bias, np.abs(A) @ np.abs(B) + np.abs(bias), 16, what)
+                assert_close(cs.a, B.sum(0), np.abs(B).sum(0), 16, what)
+
+
 def test_gemm_workspace_too_small_is_an_error():
     fn = c_backend.FUNCS[np.dtype(np.float32)]
     a, b = np.ones((64, 300), np.float32), np.ones((300, 200), np.float32)
