@@ -346,27 +346,32 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
                        ap, bp, epi, eout, eaux);
         return GK_OK;
     }
-    /* split the larger of M and N into contiguous runs of whole tiles, one per thread */
+    /* Split the larger of M and N into chunks of whole tiles, about four per thread, handed
+       out dynamically: a thread slowed down by another process on its core takes fewer
+       chunks instead of holding everyone up. Each chunk is a complete GEMM of its own
+       (all of K, its own packing), so no two threads ever touch the same element of C. */
     int split_n = n >= m;
-    int64_t tile = split_n ? NR : MR;
-    int64_t tiles = ((split_n ? n : m) + tile - 1) / tile;
+    int64_t tile = split_n ? NR : MR, dim = split_n ? n : m;
+    int64_t tiles = (dim + tile - 1) / tile;
     if (threads > tiles) threads = (int)tiles;
+    int64_t per_chunk = tiles / (4 * (int64_t)threads);
+    if (per_chunk < 1) per_chunk = 1;
+    int64_t chunks = (tiles + per_chunk - 1) / per_chunk;
 #pragma omp parallel num_threads(threads)
     {
         int t = gk_thread_num();
-        int64_t lo = tiles * t / threads * tile, hi = tiles * (t + 1) / threads * tile;
         REAL *ap = work ? work + per * t : NULL;
         REAL *bp = pack_a ? (ap ? ap + G(work_a)() : NULL) : ap;
-        if (split_n) {
-            if (hi > n) hi = n;
-            if (hi > lo)
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t q = 0; q < chunks; q++) {
+            int64_t lo = q * per_chunk * tile, hi = (q + 1) * per_chunk * tile;
+            if (hi > dim) hi = dim;
+            if (split_n)
                 G(gemm_serial)(c + lo, n, colsum ? colsum + lo : NULL, a, rsa, csa,
                                b + lo * csb, rsb, csb, bias ? bias + lo : NULL, m, hi - lo, k,
                                pack_a, pack_b, ap, bp, epi, eout ? eout + lo : NULL,
                                eaux ? eaux + lo : NULL);
-        } else {
-            if (hi > m) hi = m;
-            if (hi > lo)
+            else
                 G(gemm_serial)(c + lo * n, n, lo == 0 ? colsum : NULL, a + lo * rsa, rsa,
                                csa, b, rsb, csb, bias, hi - lo, n, k, pack_a, pack_b, ap, bp,
                                epi, eout ? eout + lo * n : NULL, eaux ? eaux + lo * n : NULL);

@@ -122,14 +122,6 @@ static inline int gk_thread_num(void)
 #endif
 }
 
-static inline int gk_team_size(void)
-{
-#ifdef _OPENMP
-    return omp_get_num_threads();
-#else
-    return 1;
-#endif
-}
 
 const char *gk_build_info(void)
 {

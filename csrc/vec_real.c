@@ -5,8 +5,9 @@
    operation by operation (no contraction into FMA: the build passes -ffp-contract=off), so
    the updates agree with it to the last bit in most elements.
 
-   Each kernel works on a range [lo, hi); large buffers are split over the OpenMP threads,
-   small ones run without entering a parallel region (which alone costs about 0.5 µs). */
+   Each kernel works on a range [lo, hi); large buffers are split into chunks handed out to
+   the OpenMP threads, small ones run without entering a parallel region (which alone
+   costs about 0.5 µs). */
 
 /* Σ x² over [lo, hi) in double, in 8 lanes then a fixed tree */
 static double G(sum_squares_range)(const REAL *x, int64_t lo, int64_t hi)
@@ -27,7 +28,7 @@ static double G(sum_squares)(const REAL *x, int64_t n)
     double part[GK_SUM_PARTS];
     int threads = gk_get_threads();
     (void)threads;  /* unused without OpenMP */
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
     for (int p = 0; p < GK_SUM_PARTS; p++)
         part[p] = G(sum_squares_range)(x, n * p / GK_SUM_PARTS, n * (p + 1) / GK_SUM_PARTS);
     double s = 0;
@@ -91,7 +92,8 @@ static void G(adam_range)(REAL *params, REAL *m, REAL *v, const REAL *grads,
     }
 }
 
-/* run body(lo, hi) over [0, n): directly when small, else one contiguous run per thread */
+/* run body(lo, hi) over [0, n): directly when small, else in GK_SUM_PARTS chunks handed
+   out dynamically to the threads (elementwise, so the split changes no result) */
 #define GK_STREAM(n, body)                                                     \
     do {                                                                       \
         int threads_ = (n) >= GK_PAR_STREAM ? gk_get_threads() : 1;            \
@@ -99,10 +101,10 @@ static void G(adam_range)(REAL *params, REAL *m, REAL *v, const REAL *grads,
             int64_t lo = 0, hi = (n);                                          \
             body;                                                              \
         } else {                                                               \
-            _Pragma("omp parallel num_threads(threads_)")                      \
-            {                                                                  \
-                int t_ = gk_thread_num(), nt_ = gk_team_size();                \
-                int64_t lo = (n) * t_ / nt_, hi = (n) * (t_ + 1) / nt_;        \
+            _Pragma("omp parallel for schedule(dynamic, 1) num_threads(threads_)") \
+            for (int q_ = 0; q_ < GK_SUM_PARTS; q_++) {                        \
+                int64_t lo = (n) * q_ / GK_SUM_PARTS;                          \
+                int64_t hi = (n) * (q_ + 1) / GK_SUM_PARTS;                    \
                 body;                                                          \
             }                                                                  \
         }                                                                      \
