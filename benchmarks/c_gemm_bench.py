@@ -28,9 +28,13 @@ import numpy as np  # noqa: E402
 import gradkern as gk  # noqa: E402
 
 CLOCK = time.perf_counter
+SETTLE = 0.3  # seconds of quiet before each timing
 
 
 def median_time(fn, repeats: int, inner: int) -> float:
+    # OpenBLAS's threads busy-wait for a while after each call; on 2 cores they would
+    # take the cores from whatever is timed next. Let them go to sleep first.
+    time.sleep(SETTLE)
     fn()
     fn()  # warm-up: threads started, pages and caches touched
     times = []

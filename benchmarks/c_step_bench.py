@@ -25,6 +25,9 @@ from gradkern.optim import SGD  # noqa: E402
 
 
 def median_time(fn, budget: float = 0.4, repeats: int = 7) -> float:
+    # OpenBLAS's threads busy-wait for a while after each call; on 2 cores they would
+    # take the cores from whatever is timed next. Let them go to sleep first.
+    time.sleep(0.3)
     fn()
     t0 = time.perf_counter()
     fn()
