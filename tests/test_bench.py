@@ -18,7 +18,8 @@ from gradkern.bench.scaling import crossover_width, fit_scaling, overhead_fit, s
 from gradkern.bench.timing import plan_repeats
 from gradkern.bench.workload import GradkernRunner, Workload, build_plan, make_runner
 
-QUICK = ["--quick", "--no-torch", "--keep-blas-env", "--no-progress", "--max-seconds", "0.05"]
+QUICK = ["--quick", "--no-torch", "--keep-blas-env", "--no-progress", "--max-seconds", "0.05",
+         "--retries", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -179,6 +180,37 @@ def test_blas_pin_is_lifted_in_a_child_process_only(monkeypatch):
     monkeypatch.setattr(bench, "run", lambda args, argv: ran.append(argv) or 0)
     assert bench.main(["--quick", "--keep-blas-env"]) == 0
     assert ran and len(calls) == 1
+
+
+def test_disturbed_cells_are_measured_again_side_by_side(tmp_path, monkeypatch):
+    """A cell during which other processes took the CPU is timed again, all of its
+    implementations together, and the quieter measurement kept."""
+    import gradkern.bench.sweep as sweep_module
+
+    loads = iter([0.0] * 2 + [0.5, 0.0] + [0.0] * 2)  # cells w8, w16 (2 impls each), redo w16
+
+    class FakeLoad:
+        def start(self):
+            return self
+
+        def stop(self):
+            return next(loads, 0.0)
+
+    monkeypatch.setattr(sweep_module, "OtherLoad", FakeLoad)
+    out = tmp_path / "r"
+    argv = ["--depths", "1", "--widths", "8,16", "--batches", "8", "--backends", "numpy",
+            "--no-torch", "--keep-blas-env", "--no-progress", "--no-plots", "--max-seconds",
+            "0.01", "--out", str(out)]
+    assert bench.main(argv) == 0
+    data = json.loads((out / "report.json").read_text())
+    by = {(c["impl"], c["width"]): c for c in data["cells"]}
+    assert len(by) == len(data["cells"]) == 4
+    assert "remeasured" not in by[("numpy", 8)]
+    for impl in ("numpy", "numpy-plain"):
+        c = by[(impl, 16)]
+        assert c["remeasured"] == 1 and c["other_load"] == 0.0
+        assert len(c["discarded"]) == 1 and c["check"]["ok"] is True
+    assert by[("numpy", 16)]["discarded"][0]["other_load"] == 0.5
 
 
 # ---- the instrument's parts ---------------------------------------------------------------

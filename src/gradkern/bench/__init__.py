@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--budget-minutes", type=float, default=None,
                    help="bound the whole sweep: per-cell budgets shrink to fit (default 13 for "
                         "the full grid, none otherwise)")
+    t.add_argument("--retries", type=int, default=2,
+                   help="passes that measure again, side by side, the cells during which other "
+                        "processes took more than 5%% of the CPU (default 2; 0 to disable)")
     t.add_argument("--no-check", action="store_true",
                    help="skip the agreement check before timing (not recommended)")
     t.add_argument("--seed", type=int, default=0)
@@ -132,7 +135,7 @@ def _budget(args: argparse.Namespace) -> float | None:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from .report import write_report
-    from .run import (
+    from .sweep import (
         FULL_BATCHES,
         FULL_DEPTHS,
         FULL_WIDTHS,
@@ -161,6 +164,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         threads=(threads, 1) if args.single_thread and threads != 1 else (threads,),
         max_seconds=args.max_seconds or (0.1 if quick else 1.0),
         budget_s=_budget(args),
+        retries=max(0, args.retries),
         check=not args.no_check,
         seed=args.seed,
         progress=not args.no_progress,
@@ -183,6 +187,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                          "threads": list(cfg.threads), "impls": cfg.impls(),
                          "backends": list(cfg.backends), "peers": list(cfg.peers),
                          "max_seconds": cfg.max_seconds, "budget_s": cfg.budget_s,
+                         "retries": cfg.retries,
                          "check": cfg.check, "seed": cfg.seed,
                          "quick": quick, "network": "x (B, w) -> [Dense(w->w), relu] x depth "
                          "-> Dense(w->10), cross_entropy, SGD(lr=0.01)"}

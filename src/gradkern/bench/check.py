@@ -48,7 +48,10 @@ def reference_gradients(wl: Workload) -> tuple[float, list[tuple[np.ndarray, np.
     """Loss and gradients of the NumPy backend in float64 at the workload's initial weights."""
     plan64 = Plan(list(wl.plan.layers), wl.plan.loss, np.float64)
     bufs = Buffers(plan64, capacity=wl.batch)
-    bufs.params[...] = wl.params0  # same offsets: the layout depends on sizes and alignment
+    # tensor by tensor: 64-byte alignment pads float32 and float64 layouts differently
+    for (W, b), (W0, b0) in zip(plan64.param_views(bufs.params),
+                                wl.plan.param_views(wl.params0), strict=True):
+        W[...], b[...] = W0, b0
     ref = backends.get("numpy")
     loss = ref.gradients(plan64, bufs, wl.x.astype(np.float64), wl.y)
     grads = [(dW.copy(), db.copy()) for dW, db in plan64.param_views(bufs.grads)]

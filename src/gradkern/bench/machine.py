@@ -242,8 +242,16 @@ class OtherLoad:
         hz = os.sysconf("SC_CLK_TCK")
         idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
         total = sum(ticks[:8])  # guest time is already counted in user
-        own = os.times()
-        return (total - idle) / hz, total / hz, own.user + own.system
+        # this process's ticks from the same accounting (os.times() is precise, not
+        # sampled, and disagrees with /proc/stat by tens of percent in a VM)
+        try:
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()
+            own_ticks = int(own[11]) + int(own[12])  # utime, stime of every thread
+        except (OSError, IndexError, ValueError):
+            t = os.times()
+            own_ticks = (t.user + t.system) * hz
+        return (total - idle) / hz, total / hz, own_ticks / hz
 
     def start(self) -> OtherLoad:
         self.t0 = self._read()
@@ -257,4 +265,6 @@ class OtherLoad:
         busy, total, own = (b - a for a, b in zip(self.t0, t1, strict=True))
         if total <= 0:
             return None
-        return max(0.0, min(1.0, (busy - own) / total))
+        # both counts are sampled at each clock tick: allow two ticks per CPU of slack
+        slack = 2 * (os.cpu_count() or 1) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, min(1.0, (busy - own - slack) / total))

@@ -273,7 +273,7 @@ def write_markdown(results: dict, path: Path) -> None:
     blas = m["blas"]
     lifted = m.get("blas_pin_lifted") or {}
     pin = ("lifted for this run: " + ", ".join(f"{k}={v}" for k, v in lifted.items()) +
-           " was removed from the environment of this process (the parent re-ran itself "
+           " removed from the environment of this process (the parent re-ran itself "
            "without it), so NumPy runs its native kernel") if lifted else (
         "pinned by the environment: " + ", ".join(f"{k}={v}" for k, v in m["env"].items()
                                                 if k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"))
