@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 from gradkern.bench.check import check_runner
 from gradkern.bench.machine import blas_info
 from gradkern.bench.workload import Workload, make_runner
+
+SETTLE_S = 0.25
 
 
 def test_train_step(benchmark, impl, depth, width, batch, bench_dtype, pinned_threads):
@@ -26,6 +30,8 @@ def test_train_step(benchmark, impl, depth, width, batch, bench_dtype, pinned_th
         "check": {"kernel_check": res.kernel_check, "worst_kernel_ratio": res.worst_kernel_ratio,
                   "grad_rel_err": res.grad_rel_err},
     })
+    # the check ran BLAS calls whose threads busy-wait a while: let them go idle first
+    time.sleep(SETTLE_S)
     benchmark(runner.step)
     stats = getattr(benchmark, "stats", None)
     if stats is not None:  # absent under --benchmark-disable

@@ -19,7 +19,7 @@ from gradkern.bench.timing import plan_repeats
 from gradkern.bench.workload import GradkernRunner, Workload, build_plan, make_runner
 
 QUICK = ["--quick", "--no-torch", "--keep-blas-env", "--no-progress", "--max-seconds", "0.05",
-         "--retries", "0"]
+         "--retries", "0", "--settle", "0.02"]
 
 
 @pytest.fixture(scope="module")

@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--retries", type=int, default=2,
                    help="passes that measure again, side by side, the cells during which other "
                         "processes took more than 5%% of the CPU (default 2; 0 to disable)")
+    t.add_argument("--settle", type=float, default=0.25, metavar="SECONDS",
+                   help="sleep before timing each implementation, so that BLAS and OpenMP "
+                        "threads still spinning from the previous one go idle (default 0.25)")
     t.add_argument("--no-check", action="store_true",
                    help="skip the agreement check before timing (not recommended)")
     t.add_argument("--seed", type=int, default=0)
@@ -165,6 +168,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         max_seconds=args.max_seconds or (0.1 if quick else 1.0),
         budget_s=_budget(args),
         retries=max(0, args.retries),
+        settle_s=max(0.0, args.settle),
         check=not args.no_check,
         seed=args.seed,
         progress=not args.no_progress,
@@ -187,7 +191,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                          "threads": list(cfg.threads), "impls": cfg.impls(),
                          "backends": list(cfg.backends), "peers": list(cfg.peers),
                          "max_seconds": cfg.max_seconds, "budget_s": cfg.budget_s,
-                         "retries": cfg.retries,
+                         "retries": cfg.retries, "settle_s": cfg.settle_s,
                          "check": cfg.check, "seed": cfg.seed,
                          "quick": quick, "network": "x (B, w) -> [Dense(w->w), relu] x depth "
                          "-> Dense(w->10), cross_entropy, SGD(lr=0.01)"}

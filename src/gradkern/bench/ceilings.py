@@ -54,4 +54,6 @@ def fma_ceiling(dtype: str = "float32", threads: int = 1) -> dict | None:
         extra = {k: v for k, v in result.items() if isinstance(v, (int, float, str))}
     else:
         gflops, extra = float(result), {}
-    return {"name": "fma", "what": "C backend FMA-throughput loop", "gflops": gflops, **extra}
+    isa = extra.get("isa")
+    what = "C backend FMA-throughput loop" + (f" ({isa})" if isa else "")
+    return {**extra, "name": "fma", "what": what, "gflops": gflops}

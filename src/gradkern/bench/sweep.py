@@ -35,6 +35,7 @@ class Config:
     max_seconds: float = 1.0
     budget_s: float | None = None  # whole sweep; per-cell timing budgets shrink to fit it
     retries: int = 2  # passes re-measuring the cells that other processes disturbed
+    settle_s: float = 0.25  # sleep before timing: spinning BLAS/OpenMP threads go idle
     check: bool = True
     seed: int = 0
     progress: bool = True
@@ -172,9 +173,11 @@ def sweep(cfg: Config) -> dict:
     for n_threads in cfg.threads:
         pinned = ThreadPin(n_threads).apply()
         results["threads"][str(n_threads)] = pinned
+        time.sleep(cfg.settle_s)
         gemm = ceilings.gemm_ceiling(cfg.dtype)
         gemm["threads"] = n_threads
         results["ceilings"].append(gemm)
+        time.sleep(cfg.settle_s)
         fma = ceilings.fma_ceiling(cfg.dtype, n_threads)
         if fma is not None:
             fma["threads"] = n_threads
@@ -216,7 +219,7 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: flo
         cell["check"] = {"ok": None, "kernel_check": "not run (--no-check)"}
     meter = OtherLoad().start()
     t0 = time.perf_counter()
-    timing = time_steps(runner.step, seconds)
+    timing = time_steps(runner.step, seconds, settle_s=cfg.settle_s)
     cell["max_seconds"] = seconds
     cell["timing_s"] = time.perf_counter() - t0
     cell.update(timing.summary())

@@ -55,8 +55,15 @@ def plan_repeats(step_s: float, max_seconds: float) -> tuple[int, int]:
 
 
 def time_steps(step: Callable[[], object], max_seconds: float = 1.0,
-               clock: Callable[[], float] = time.perf_counter) -> Timing:
-    """Time `step` (one training step) after warm-up; about max_seconds in all."""
+               clock: Callable[[], float] = time.perf_counter, settle_s: float = 0.0) -> Timing:
+    """Time `step` (one training step) after warm-up; about max_seconds in all.
+
+    settle_s: seconds of sleep first. OpenBLAS's threads (and OpenMP's) busy-wait for a
+    while after their last call; on a 2-core machine they would take the cores from the
+    threads of whatever is timed next. Sleeping lets them go idle.
+    """
+    if settle_s > 0:
+        time.sleep(settle_s)
     t0 = clock()
     step()
     first = clock() - t0
