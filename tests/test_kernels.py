@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
-from conftest import assert_close
 
 import gradkern as gk
+from conftest import assert_close
 from gradkern.backends.numpy_backend import NumpyBackend
-from gradkern.optim import Adam, AdamW, SGD
+from gradkern.optim import SGD, Adam, AdamW
 from gradkern.plan import ACTIVATIONS, LOSSES
 
 REF = NumpyBackend()
@@ -128,7 +128,8 @@ def test_batchnorm_kernels(backend, dtype, rows, n, rng):
     assert_close(out, o_ref, np.abs(g64) * xhat_scale + np.abs(b64), 64, "bn forward")
 
     dout = _rand(rng, inp.shape, dtype)
-    dinp, dgamma, dbeta = np.full_like(inp, np.nan), np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
+    dinp = np.full_like(inp, np.nan)
+    dgamma, dbeta = np.full(n, np.nan, dtype), np.full(n, np.nan, dtype)
     be.batchnorm_backward(dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma)
     d64 = dout.astype(np.float64)
     di_ref, dg_ref, db_ref = np.empty(inp.shape), np.empty(n), np.empty(n)

@@ -101,6 +101,7 @@ def test_resume_refuses_mismatches(tmp_path):
         same.fit(X, y, epochs=2, optimizer=gk.optim.SGD(lr=0.1), progress=False, resume=path)
     for (a, b), (c, d) in zip(other.get_weights(), before, strict=True):
         np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, d)
     model.save(tmp_path / "plain.st")
     with pytest.raises(ck.CheckpointError, match="no training state"):
         same.fit(X, y, epochs=2, optimizer=gk.optim.Adam(), progress=False,

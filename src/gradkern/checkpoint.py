@@ -90,7 +90,8 @@ def read_header(path) -> tuple[dict, dict, int]:
         raise CheckpointError(f"{path} is not a gradkern checkpoint")
     meta = header.pop("__metadata__", None) or {}
     if meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a gradkern checkpoint (format {meta.get('format')!r})")
+        raise CheckpointError(f"{path} is not a gradkern checkpoint "
+                              f"(format {meta.get('format')!r})")
     if meta.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint version {meta.get('version')!r}; "
                               f"this gradkern reads version {VERSION}")

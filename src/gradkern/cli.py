@@ -18,7 +18,9 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
     """A Markdown table with aligned columns."""
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
-    line = lambda cells: "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    def line(cells: list[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
+
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
@@ -91,7 +93,8 @@ def cmd_train(args) -> int:
     try:
         hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
     except ValueError:
-        raise SystemExit(f"--hidden must be comma-separated integers, got {args.hidden!r}")
+        raise SystemExit(f"--hidden must be comma-separated integers, got {args.hidden!r}"
+                         ) from None
     loss = args.loss or data.loss
     model = gk.MLP([data.n_features, *hidden, data.n_outputs], activation=args.activation,
                    loss=loss, dtype=args.dtype, backend=args.backend, seed=args.seed,
@@ -162,8 +165,9 @@ def demo_table(epochs: int = DEMO_EPOCHS, backends: list[str] | None = None, see
     for r in results:
         speed = f"{base / r['seconds_per_epoch']:.1f}×" if base else "n/a"
         r["speed_vs_numpy"] = base / r["seconds_per_epoch"] if base else None
-        rows.append([r["backend"], f"{r['test_accuracy']:.4f}", f"{r['seconds_per_epoch'] * 1e3:.1f}",
-                     speed, f"{r['first_call_seconds']:.2f}", f"{r['max_grad_diff']:.2e}"])
+        rows.append([r["backend"], f"{r['test_accuracy']:.4f}",
+                     f"{r['seconds_per_epoch'] * 1e3:.1f}", speed,
+                     f"{r['first_call_seconds']:.2f}", f"{r['max_grad_diff']:.2e}"])
     table = _table(["backend", "test accuracy", "ms/epoch (median)", "speed vs numpy",
                     "first call s (incl. compile)", f"max |grad − {names[0]}| (one batch)"], rows)
     return results, table

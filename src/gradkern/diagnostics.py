@@ -68,7 +68,7 @@ def table(records: list[dict]) -> str:
              "| layer | shape | grad norm | weight norm | update/weight per step | act mean | "
              "act std | dead ReLU |", "|---|---|---|---|---|---|---|---|"]
     for e in last["layers"]:
-        def f(key, fmt="{:.3g}"):
+        def f(key, fmt="{:.3g}", e=e):
             return fmt.format(e[key]) if key in e else ""
         lines.append(f"| {e['layer']} | {e['shape'][0]}×{e['shape'][1]} | {f('grad_norm')} | "
                      f"{f('weight_norm')} | {f('update_ratio')} | {f('act_mean')} | "

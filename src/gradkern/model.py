@@ -136,8 +136,8 @@ class Sequential:
             r = self.plan.ops[i]
             if L.kind == DENSE:
                 nxt = next((M for M in layers[i + 1:] if M.kind in (DENSE, ACTIVATION)), None)
-                act = ACTIVATIONS[nxt.activation] if nxt is not None and nxt.kind == ACTIVATION \
-                    else "identity"
+                follows_act = nxt is not None and nxt.kind == ACTIVATION
+                act = ACTIVATIONS[nxt.activation] if follows_act else "identity"
                 scheme = self.init or default_init(act)
                 W = params[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
                 init_weight(W, scheme, rng)
@@ -150,34 +150,29 @@ class Sequential:
                 state[r[K_SA] : r[K_SA] + L.n_out] = 0.0  # running mean
                 state[r[K_SB] : r[K_SB] + L.n_out] = 1.0  # running var
 
-    def named_parameters(self) -> dict[str, np.ndarray]:
-        """Every trainable array and buffer by torch-style name, as views (W is (in, out))."""
+    def _named(self, flat: np.ndarray, state: np.ndarray | None) -> dict[str, np.ndarray]:
+        """Views of the flat buffer `flat` (and running statistics from `state`) by name."""
         out: dict[str, np.ndarray] = {}
-        p, s = self.bufs.params, self.bufs.state
         for i, L in enumerate(self.plan.layers):
             r = self.plan.ops[i]
             if L.kind == DENSE:
-                out[f"{i}.weight"] = p[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
-                out[f"{i}.bias"] = p[r[K_PB] : r[K_PB] + L.n_out]
+                W = flat[r[K_PA] : r[K_PA] + L.n_in * L.n_out]
+                out[f"{i}.weight"] = W.reshape(L.n_in, L.n_out)
+                out[f"{i}.bias"] = flat[r[K_PB] : r[K_PB] + L.n_out]
             elif L.kind == BATCHNORM:
-                out[f"{i}.weight"] = p[r[K_PA] : r[K_PA] + L.n_out]
-                out[f"{i}.bias"] = p[r[K_PB] : r[K_PB] + L.n_out]
-                out[f"{i}.running_mean"] = s[r[K_SA] : r[K_SA] + L.n_out]
-                out[f"{i}.running_var"] = s[r[K_SB] : r[K_SB] + L.n_out]
+                out[f"{i}.weight"] = flat[r[K_PA] : r[K_PA] + L.n_out]
+                out[f"{i}.bias"] = flat[r[K_PB] : r[K_PB] + L.n_out]
+                if state is not None:
+                    out[f"{i}.running_mean"] = state[r[K_SA] : r[K_SA] + L.n_out]
+                    out[f"{i}.running_var"] = state[r[K_SB] : r[K_SB] + L.n_out]
         return out
 
+    def named_parameters(self) -> dict[str, np.ndarray]:
+        """Every trainable array and buffer by torch-style name, as views (W is (in, out))."""
+        return self._named(self.bufs.params, self.bufs.state)
+
     def _grad_views(self) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        g = self.bufs.grads
-        for i, L in enumerate(self.plan.layers):
-            r = self.plan.ops[i]
-            if L.kind == DENSE:
-                out[f"{i}.weight"] = g[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
-                out[f"{i}.bias"] = g[r[K_PB] : r[K_PB] + L.n_out]
-            elif L.kind == BATCHNORM:
-                out[f"{i}.weight"] = g[r[K_PA] : r[K_PA] + L.n_out]
-                out[f"{i}.bias"] = g[r[K_PB] : r[K_PB] + L.n_out]
-        return out
+        return self._named(self.bufs.grads, None)
 
     def get_weights(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """Copies of [(W (in, out), b (out,)), ...] per Dense layer, then (gamma, beta) of

@@ -32,7 +32,8 @@ class EarlyStopping:
     def __post_init__(self) -> None:
         check_int(self.patience, "patience", low=0)
         if self.monitor not in ("val_loss", "loss", "val_accuracy"):
-            raise ValueError(f"monitor must be val_loss, loss or val_accuracy, got {self.monitor!r}")
+            raise ValueError("monitor must be val_loss, loss or val_accuracy, "
+                             f"got {self.monitor!r}")
 
 
 @dataclass

@@ -66,7 +66,8 @@ def default_name() -> str:
         return env
     names = available()
     if not names:  # numpy always loads; this would be a broken installation
-        raise RuntimeError("no backend loads: " + "; ".join(f"{k}: {v}" for k, v in status().items()))
+        reasons = "; ".join(f"{k}: {v}" for k, v in status().items())
+        raise RuntimeError(f"no backend loads: {reasons}")
     return names[0]
 
 

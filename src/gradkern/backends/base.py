@@ -20,8 +20,20 @@ import math
 
 import numpy as np
 
-from ..optim import ADAM_KIND, H_BETA1, H_BETA2, H_DAMP, H_DECOUPLED, H_EPS, H_LR, H_MOM
-from ..optim import H_NESTEROV, H_WD, SGD_KIND, Optimizer
+from ..optim import (
+    ADAM_KIND,
+    H_BETA1,
+    H_BETA2,
+    H_DAMP,
+    H_DECOUPLED,
+    H_EPS,
+    H_LR,
+    H_MOM,
+    H_NESTEROV,
+    H_WD,
+    SGD_KIND,
+    Optimizer,
+)
 from ..plan import (
     ACTIVATION,
     BATCHNORM,
