@@ -474,15 +474,21 @@ def write_markdown(results: dict, path: Path) -> None:
     for c in cells:
         if c.get("status") != "ok":
             rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]),
-                         str(c["depth"]), str(c["width"]), c.get("status", "?")] + ["—"] * 7)
+                         str(c["depth"]), str(c["width"]), c.get("status", "?")] + ["—"] * 8)
             continue
         rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]), str(c["depth"]),
                      str(c["width"]), fmt_us(c["median_us"]), fmt_us(c["q1_us"]),
                      fmt_us(c["q3_us"]), fmt_us(c["min_us"]), fmt_us(c["max_us"]),
                      f"{c['runs']}×{c['inner']}", fmt_num(c["gflops"]),
-                     _pct(c.get("other_load"))])
+                     fmt_num(c.get("cpu_per_wall"), 2), _pct(c.get("other_load"))])
     L += _table(["impl", "threads", "dtype", "batch", "depth", "width", "median µs", "q1 µs",
-                 "q3 µs", "min µs", "max µs", "runs×steps", "GFLOP/s", "other %"], rows)
+                 "q3 µs", "min µs", "max µs", "runs×steps", "GFLOP/s", "cores busy",
+                 "other %"], rows)
+    L.append("cores busy: CPU time of this process (every thread, spinning ones too) over wall "
+             "time while timing. other %: share of the machine's CPU time other processes "
+             "took meanwhile, from the kernel's sampled accounting (a cell above "
+             f"{100 * BUSY:.0f}% is measured again, up to --retries times).")
+    L.append("")
 
     L.append("## How to read this report")
     L.append("")

@@ -217,11 +217,17 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: flo
             return cell
     elif not cfg.check:
         cell["check"] = {"ok": None, "kernel_check": "not run (--no-check)"}
+    # BLAS and OpenMP threads still spinning from the check go idle first
+    time.sleep(cfg.settle_s)
     meter = OtherLoad().start()
-    t0 = time.perf_counter()
-    timing = time_steps(runner.step, seconds, settle_s=cfg.settle_s)
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    timing = time_steps(runner.step, seconds)
+    wall = time.perf_counter() - t0
     cell["max_seconds"] = seconds
-    cell["timing_s"] = time.perf_counter() - t0
+    cell["timing_s"] = wall
+    # cores this process kept busy while timing (every thread, spinning ones included):
+    # about 1 for a single-threaded step, up to the thread count for a parallel one
+    cell["cpu_per_wall"] = (time.process_time() - cpu0) / wall
     cell.update(timing.summary())
     cell["other_load"] = meter.stop()
     cell["status"] = "ok"
