@@ -152,10 +152,12 @@ def write_plots(results: dict, out: Path) -> tuple[list[str], str | None]:
                 ws = [w for w in widths if (impl, b, d, w) in t]
                 ax.plot(ws, [t[(impl, b, d, w)]["gflops"] for w in ws], label=impl,
                         **styles[impl])
+            top = max(ceil.values(), default=0)
             for name, g in ceil.items():
                 ax.axhline(g, ls="--", lw=0.8, color="gray")
-                ax.text(widths[0], g * 0.9, f" {name} {g:.0f}", fontsize=7, va="top",
-                        color="gray")
+                above = g == top  # the highest label above its line, the others below
+                ax.text(widths[0], g * (1.08 if above else 0.92), f" {name} {g:.0f}",
+                        fontsize=7, va="bottom" if above else "top", color="gray")
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
             ax.set_xticks(widths, [str(w) for w in widths], fontsize=7)
@@ -445,7 +447,8 @@ def write_markdown(results: dict, path: Path) -> None:
                 row = [str(d)]
                 for w in cfg["widths"]:
                     f = fastest.get(f"b{b}_d{d}_w{w}")
-                    row.append(f"{f['fastest']} ({fmt_num(f['margin'], 2)}×)" if f else "—")
+                    margin = f"{f['margin']:.2f}×" if f and f["margin"] else "alone"
+                    row.append(f"{f['fastest']} ({margin})" if f else "—")
                 rows.append(row)
             L += _table(["depth \\ width"] + [str(w) for w in cfg["widths"]], rows)
             wins = defaultdict(int)
