@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--single-thread", action="store_true",
                    help="also run the grid with 1 thread")
     t.add_argument("--max-seconds", type=float, default=None,
-                   help="timing budget per implementation and cell (default 1.0, --quick 0.1)")
+                   help="timing budget per implementation and cell (default 2.0, --quick 0.1)")
     t.add_argument("--budget-minutes", type=float, default=None,
                    help="bound the whole sweep: per-cell budgets shrink to fit (default 13 for "
                         "the full grid, none otherwise)")
@@ -165,7 +165,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                     if not skip),
         dtype=args.dtype,
         threads=(threads, 1) if args.single_thread and threads != 1 else (threads,),
-        max_seconds=args.max_seconds or (0.1 if quick else 1.0),
+        max_seconds=args.max_seconds or (0.1 if quick else 2.0),
         budget_s=_budget(args),
         retries=max(0, args.retries),
         settle_s=max(0.0, args.settle),
