@@ -196,7 +196,12 @@ def test_disturbed_cells_are_measured_again_side_by_side(tmp_path, monkeypatch):
         def stop(self):
             return next(loads, 0.0)
 
+    class SteadyProbe:  # the machine at full speed throughout
+        def measure(self):
+            return {"serial_us": 1.0, "gemm_us": 1.0}
+
     monkeypatch.setattr(sweep_module, "OtherLoad", FakeLoad)
+    monkeypatch.setattr(sweep_module, "SpeedProbe", SteadyProbe)
     out = tmp_path / "r"
     argv = ["--depths", "1", "--widths", "8,16", "--batches", "8", "--backends", "numpy",
             "--no-torch", "--keep-blas-env", "--no-progress", "--no-plots", "--max-seconds",

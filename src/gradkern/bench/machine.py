@@ -268,3 +268,32 @@ class OtherLoad:
         # both counts are sampled at each clock tick: allow two ticks per CPU of slack
         slack = 2 * (os.cpu_count() or 1) / os.sysconf("SC_CLK_TCK")
         return max(0.0, min(1.0, (busy - own - slack) / total))
+
+
+class SpeedProbe:
+    """A fixed little workload timed before and after each measurement, to catch the
+    machine running slower than it can: a VM's core can lose much of its speed to a
+    neighbour on the same physical core, which no process list shows. The probe is a
+    single-threaded loop of small NumPy calls (too small for BLAS to wake its threads, so
+    the spinning threads of whatever ran before cannot slow it down)."""
+
+    def __init__(self):
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        self.np = np
+        self.a = rng.standard_normal((64, 16)).astype(np.float32)
+        self.w = rng.standard_normal((16, 16)).astype(np.float32)
+
+    def measure(self) -> dict:
+        """Best of five, in µs."""
+        import time
+
+        np = self.np
+        times = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(100):
+                np.maximum(self.a @ self.w, 0)
+            times.append(time.perf_counter() - t0)
+        return {"serial_us": min(times) * 1e6}

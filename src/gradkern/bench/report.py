@@ -13,6 +13,7 @@ from .workload import PEERS
 
 SCHEMA = "gradkern-bench/1"
 BUSY = 0.05  # share of the CPU used by other processes above which a run is flagged
+SLOW = 1.25  # speed-probe slowdown above which a run is flagged
 KEY_FIELDS = ("impl", "threads", "dtype", "batch", "depth", "width")
 
 
@@ -262,14 +263,18 @@ def write_markdown(results: dict, path: Path) -> None:
     other = results.get("other_load")
     if other is not None:
         busy = [c for c in cells if (c.get("other_load") or 0) > BUSY]
+        slow = [c for c in cells if (c.get("slowdown") or 1.0) > SLOW]
         la = results.get("load_average_before", [None])[0]
         line = (f"Other processes used {100 * other:.0f}% of the machine's CPU time during "
                 f"this run (load average {fmt_num(la, 2)} at the start).")
         if other > BUSY or busy:
             line = (f"**Warning: the machine was shared.** {line} {len(busy)} of {len(cells)} "
-                    f"runs saw more than {100 * BUSY:.0f}% of it (column `other %` below); "
-                    "multithreaded kernels suffer most. Rerun on a quiet machine before "
-                    "quoting those figures.")
+                    f"runs kept more than {100 * BUSY:.0f}% of it after re-measuring (column "
+                    "`other %` below); multithreaded kernels suffer most. Rerun on a quiet "
+                    "machine before quoting those figures.")
+        remeasured = sum(1 for c in cells if c.get("remeasured"))
+        line += (f" {remeasured} runs were measured again; {len(slow)} of {len(cells)} kept "
+                 f"a speed-probe slowdown above {SLOW} (column `slowdown` below).")
         L.append(line)
         L.append("")
     blas = m["blas"]
@@ -477,20 +482,25 @@ def write_markdown(results: dict, path: Path) -> None:
     for c in cells:
         if c.get("status") != "ok":
             rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]),
-                         str(c["depth"]), str(c["width"]), c.get("status", "?")] + ["—"] * 8)
+                         str(c["depth"]), str(c["width"]), c.get("status", "?")] + ["—"] * 9)
             continue
         rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]), str(c["depth"]),
                      str(c["width"]), fmt_us(c["median_us"]), fmt_us(c["q1_us"]),
                      fmt_us(c["q3_us"]), fmt_us(c["min_us"]), fmt_us(c["max_us"]),
                      f"{c['runs']}×{c['inner']}", fmt_num(c["gflops"]),
-                     fmt_num(c.get("cpu_per_wall"), 2), _pct(c.get("other_load"))])
+                     fmt_num(c.get("cpu_per_wall"), 2), _pct(c.get("other_load")),
+                     fmt_num(c.get("slowdown"), 3)])
     L += _table(["impl", "threads", "dtype", "batch", "depth", "width", "median µs", "q1 µs",
                  "q3 µs", "min µs", "max µs", "runs×steps", "GFLOP/s", "cores busy",
-                 "other %"], rows)
+                 "other %", "slowdown"], rows)
     L.append("cores busy: CPU time of this process (every thread, spinning ones too) over wall "
              "time while timing. other %: share of the machine's CPU time other processes "
-             "took meanwhile, from the kernel's sampled accounting (a cell above "
-             f"{100 * BUSY:.0f}% is measured again, up to --retries times).")
+             "took meanwhile, from the kernel's sampled accounting. slowdown: how much slower "
+             "a fixed probe (small NumPy calls on one thread) ran just before and after the "
+             "timing than at its best in this run — a VM loses speed to neighbours no "
+             f"process list shows. A cell above {100 * BUSY:.0f}% or {SLOW} is measured again, "
+             "all implementations together, up to --retries times, and the less disturbed "
+             "measurement kept.")
     L.append("")
 
     L.append("## How to read this report")

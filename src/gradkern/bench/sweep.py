@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from .. import backends
 from . import ceilings
 from .check import check_runner, reference_gradients
-from .machine import OtherLoad, ThreadPin
-from .report import BUSY
+from .machine import OtherLoad, SpeedProbe, ThreadPin
+from .report import BUSY, SLOW
 from .timing import time_steps
 from .workload import PEERS, TORCH, Workload, make_runner, torch_available
 
@@ -36,6 +36,7 @@ class Config:
     budget_s: float | None = None  # whole sweep; per-cell timing budgets shrink to fit it
     retries: int = 2  # passes re-measuring the cells that other processes disturbed
     settle_s: float = 0.25  # sleep before timing: spinning BLAS/OpenMP threads go idle
+    probe: SpeedProbe | None = None  # machine speed before/after each timing (set by sweep)
     check: bool = True
     seed: int = 0
     progress: bool = True
@@ -132,10 +133,12 @@ class _Sweep:
                 for width in cfg.widths:
                     grid[(batch, depth, width)] = self.measure(n_threads, batch, depth, width,
                                                                cfg.check)
-        # a cell that a neighbour process disturbed is measured again, all of its
-        # implementations together (side by side), and the quieter measurement is kept
+        # a cell measured while a neighbour took CPU time, or while the speed probe ran
+        # slower than its best in this run, is measured again, all of its implementations
+        # together (side by side); the less disturbed measurement is kept
         for attempt in range(cfg.retries):
-            busy = [k for k, cells in grid.items() if _busy(cells) > BUSY]
+            _mark_slowdown(grid)
+            busy = [k for k, cells in grid.items() if _disturbed(cells)]
             if not busy:
                 break
             if cfg.budget_s is not None and self.elapsed() > cfg.budget_s:
@@ -150,8 +153,10 @@ class _Sweep:
                     new["remeasured"] = attempt + 1
                     new["discarded"] = old.get("discarded", []) + [
                         {"median_us": old.get("median_us"), "other_load": old.get("other_load")}]
-                if _busy(again) < _busy(grid[key]):
+                _mark_slowdown(grid, extra=again)
+                if _badness(again) < _badness(grid[key]):
                     grid[key] = again
+        _mark_slowdown(grid)
         return [c for cells in grid.values() for c in cells]
 
     def close(self) -> None:
@@ -167,6 +172,8 @@ def sweep(cfg: Config) -> dict:
         import torch  # noqa: F401  -- loaded before pinning, so its threads get pinned too
 
     results = {"cells": [], "ceilings": [], "compile": {}, "threads": {}}
+    if cfg.probe is None and cfg.retries > 0:
+        cfg.probe = SpeedProbe()
     run = _Sweep(cfg, len(cfg.threads) * cfg.n_cells() * len(cfg.impls()))
     results["load_average_before"] = os.getloadavg()
     whole = OtherLoad().start()
@@ -198,6 +205,27 @@ def _busy(cells: list[dict]) -> float:
     return max((c.get("other_load") or 0.0) for c in cells)
 
 
+def _mark_slowdown(grid: dict, extra: list[dict] = ()) -> None:
+    """cell["slowdown"]: how much slower the speed probe ran around this timing than its
+    best anywhere in the run (1.0 = the machine at full speed)."""
+    cells = [c for cs in grid.values() for c in cs] + list(extra)
+    probed = [c for c in cells if c.get("probe")]
+    if not probed:
+        return
+    best = {k: min(c["probe"][k] for c in probed) for k in probed[0]["probe"]}
+    for c in probed:
+        c["slowdown"] = max(c["probe"][k] / best[k] for k in best)
+
+
+def _disturbed(cells: list[dict]) -> bool:
+    return _busy(cells) > BUSY or max(c.get("slowdown", 1.0) for c in cells) > SLOW
+
+
+def _badness(cells: list[dict]) -> float:
+    """How far a cell's measurement is from an undisturbed one (0: not at all)."""
+    return _busy(cells) + max(c.get("slowdown", 1.0) for c in cells) - 1.0
+
+
 def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: float,
          check: bool) -> dict:
     runner = make_runner(impl, wl)
@@ -219,6 +247,7 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: flo
         cell["check"] = {"ok": None, "kernel_check": "not run (--no-check)"}
     # BLAS and OpenMP threads still spinning from the check go idle first
     time.sleep(cfg.settle_s)
+    probe = cfg.probe.measure() if cfg.probe else None
     meter = OtherLoad().start()
     t0, cpu0 = time.perf_counter(), time.process_time()
     timing = time_steps(runner.step, seconds)
@@ -230,6 +259,9 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: flo
     cell["cpu_per_wall"] = (time.process_time() - cpu0) / wall
     cell.update(timing.summary())
     cell["other_load"] = meter.stop()
+    if probe is not None:
+        after = cfg.probe.measure()
+        cell["probe"] = {k: max(probe[k], after[k]) for k in probe}
     cell["status"] = "ok"
     cell["gflops"] = wl.flops / (cell["median_us"] * 1e-6) / 1e9
     del runner
