@@ -7,69 +7,19 @@ import numpy as np
 import pytest
 
 import gradkern as gk
-from gradkern.plan import ACTIVATION, BATCHNORM, LOSSES
+from gradkern.check import away_from_kinks, fd_data, finite_differences
+from gradkern.plan import BATCHNORM, LOSSES
 
-EPS, ATOL, RTOL = 1e-6, 1e-5, 1e-3
-KINK = 1e-3  # ReLU-family inputs are kept this far from 0
-
-
-def _data(rng, rows, n_in, n_out, loss):
-    X = rng.standard_normal((rows, n_in))
-    if loss == "cross_entropy":
-        y = rng.integers(0, n_out, size=rows)
-    elif loss == "binary_cross_entropy":
-        y = rng.uniform(0, 1, size=(rows, n_out))
-    else:
-        y = rng.standard_normal((rows, n_out))
-    return X, y
+# the machinery `gradkern check` runs: central differences of the loss for parameters
+# drawn at random; a parameter passes when |analytic − numeric| ≤ 1e-5 + 1e-3·|numeric|
+_data = fd_data
+_away_from_kinks = away_from_kinks
 
 
-def _away_from_kinks(model, X) -> bool:
-    """True when every input of a ReLU-type activation is at least KINK from 0."""
-    be, plan, bufs = model.backend, model.plan, model.bufs
-    bufs.ensure_capacity(X.shape[0])
-    be.forward(plan, bufs, X, training=True, seed=7)
-    for i, L in enumerate(plan.layers):
-        if L.kind == ACTIVATION and L.activation in (1, 2) and i > 0:
-            if np.abs(bufs.out(i - 1, X.shape[0])).min() < KINK:
-                return False
-    return True
-
-
-def finite_difference_check(model, X, y, seed=7, n_checks=60, rng=None):
-    """Analytic gradient of the flat parameter buffer against central differences."""
-    be, plan, bufs = model.backend, model.plan, model.bufs
-    Xc, yc = model._check_Xy(X, y)
-    bufs.ensure_capacity(Xc.shape[0])
-    be.gradients(plan, bufs, Xc, yc, seed)
-    analytic = bufs.grads.copy()
-    live = np.concatenate([np.arange(o, o + v.size) for o, v in _param_ranges(model)])
-    rng = rng or np.random.default_rng(0)
-    picks = rng.choice(live, size=min(n_checks, live.size), replace=False)
-    worst = 0.0
-    for j in picks:
-        keep = bufs.params[j]
-        bufs.params[j] = keep + EPS
-        up = be.gradients(plan, bufs, Xc, yc, seed)
-        bufs.params[j] = keep - EPS
-        down = be.gradients(plan, bufs, Xc, yc, seed)
-        bufs.params[j] = keep
-        numeric = (up - down) / (2 * EPS)
-        err = abs(numeric - analytic[j])
-        assert err <= ATOL + RTOL * abs(numeric), (
-            f"param {j}: analytic {analytic[j]:.8g}, numeric {numeric:.8g}")
-        worst = max(worst, err)
-    return worst
-
-
-def _param_ranges(model):
-    """(offset, view) of every trainable tensor in the flat buffer."""
-    base = model.bufs.params.ctypes.data
-    out = []
-    for a, b in model.plan.param_views(model.bufs.params):
-        for v in (a, b):
-            out.append(((v.ctypes.data - base) // v.itemsize, v))
-    return out
+def finite_difference_check(model, X, y, n_checks=60):
+    worst = finite_differences(model, X, y, n_checks=n_checks)
+    assert worst.compared == min(n_checks, model.count_params())
+    assert worst.ratio <= 1.0, worst.where
 
 
 def _model(backend, layers, n_in, loss, seed=0):
