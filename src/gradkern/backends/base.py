@@ -56,6 +56,12 @@ GOLDEN = 0x9E3779B97F4A7C15  # splitmix64 increment
 LAYER_MIX = 0xD1B54A32D192ED03
 
 
+def require_elements(what: str, a) -> None:
+    """A mean over nothing is refused, the same way on every backend."""
+    if a.size == 0:
+        raise ValueError(f"{what} of an empty batch (shape {a.shape}) is undefined")
+
+
 def layer_seed(step_seed: int, layer: int) -> int:
     """The dropout seed of layer `layer` in the step seeded by `step_seed`."""
     return (step_seed + (layer + 1) * LAYER_MIX) & MASK64

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..optim import ADAM_KIND, SGD_KIND, Optimizer
 from ..plan import Buffers, Plan
-from .base import MASK64, Backend
+from .base import MASK64, Backend, require_elements
 
 
 def _load_extension():
@@ -300,6 +300,7 @@ class CBackend(Backend):
             raise ValueError(f"dpred has shape {shape}; expected (B, K)")
         B, K = shape
         _out(dpred, dt, shape, "dpred")
+        require_elements("the loss", dpred)
         pred = _in(pred, dt, shape, "pred")
         fn = FUNCS[dt]
         loss = ffi.new("double *")

@@ -86,7 +86,7 @@ from ..plan import (
     Buffers,
     Plan,
 )
-from .base import GOLDEN, LAYER_MIX, MASK64, Backend
+from .base import GOLDEN, LAYER_MIX, MASK64, Backend, require_elements
 
 # The on-disk cache is keyed by signature and source, not by compile flags: code cached
 # without bounds checks would be reused under NUMBA_BOUNDSCHECK=1. So that run compiles.
@@ -838,6 +838,7 @@ class NumbaBackend(Backend):
     def loss_forward_backward(self, kind, dpred, pred, target):
         kind = _code(kind, 2, "loss")
         _out(dpred, "dpred")
+        require_elements("the loss", dpred)
         pred = _inp(pred, "pred", dpred.dtype, dpred.shape)
         target, labels = self._targets(kind, target, pred.dtype)
         if kind == 1:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..plan import LEAKY_SLOPE
-from .base import GOLDEN, MASK64, Backend, unpack_adam, unpack_sgd
+from .base import GOLDEN, MASK64, Backend, require_elements, unpack_adam, unpack_sgd
 
 try:  # scipy's erf is vectorized; math.erf is the same libm function, one element at a time
     from scipy.special import erf as _erf
@@ -101,6 +101,7 @@ class NumpyBackend(Backend):
 
     # pred, dpred (B, K); target (B, K) or labels (B,)
     def loss_forward_backward(self, kind, dpred, pred, target):
+        require_elements("the loss", pred)
         if kind == 0:  # mse: mean over all elements
             np.subtract(pred, target, out=dpred)
             loss = float(np.mean(np.square(dpred, dtype=np.float64)))
@@ -131,6 +132,8 @@ class NumpyBackend(Backend):
     def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
                           running_mean, running_var, training, eps):
         if training:
+            if inp.shape[0] < 1:
+                raise ValueError("batch normalization in training needs at least one row")
             np.mean(inp, axis=0, out=mean)
             np.subtract(inp, mean, out=out)
             np.mean(np.square(out), axis=0, out=var)  # biased, as torch normalizes with it
