@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 
+from ._args import int_list
+
 DEMO_SIZES = [256, 128]  # hidden layers of the demo model
 DEMO_EPOCHS = 30
 
@@ -52,7 +54,8 @@ def _build_parser_train(sub) -> None:
                    help="digits, breast_cancer, wine, iris, diabetes, regression, spirals, "
                         "or a path to a .csv/.npz (default: digits)")
     p.add_argument("--target", default=None, help="target column of a .csv (default: last)")
-    p.add_argument("--hidden", default="256,128", help="hidden layer sizes, comma-separated")
+    p.add_argument("--hidden", type=int_list, default=(256, 128),
+                   help="hidden layer sizes, comma-separated (default 256,128)")
     p.add_argument("--activation", default="relu")
     p.add_argument("--loss", default=None, help="default: inferred from the task")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
@@ -90,11 +93,7 @@ def cmd_train(args) -> int:
         gk.set_threads(args.threads)
     data = (gk.datasets.load_file(args.data, target=args.target, seed=args.seed)
             if args.target is not None else gk.datasets.load(args.data, seed=args.seed))
-    try:
-        hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
-    except ValueError:
-        raise SystemExit(f"--hidden must be comma-separated integers, got {args.hidden!r}"
-                         ) from None
+    hidden = list(args.hidden)
     loss = args.loss or data.loss
     model = gk.MLP([data.n_features, *hidden, data.n_outputs], activation=args.activation,
                    loss=loss, dtype=args.dtype, backend=args.backend, seed=args.seed,

@@ -31,6 +31,7 @@ import numpy as np
 from . import backends as _backends
 from . import datasets as _datasets
 from . import optim as _optim
+from ._args import int_list
 from .model import MLP, TrainingDiverged, default_init
 from .threads import get_threads, set_threads
 
@@ -359,19 +360,10 @@ def write_plots(results: dict, out: Path) -> tuple[list[str], str | None]:
 
 # ------------------------------------------------------------------ command line
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _positive(text: str) -> int:
-    value = _ints(text)
+    value = int_list(text)
     if len(value) != 1:
         raise argparse.ArgumentTypeError(f"expected one positive integer, got {text!r}")
     return value[0]
@@ -395,7 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive, default=None,
                    help=f"training epochs per network (default {EPOCHS}, --quick "
                         f"{QUICK_EPOCHS})")
-    p.add_argument("--depths", type=_ints, default=None,
+    p.add_argument("--depths", type=int_list, default=None,
                    help="hidden layers, comma-separated (default "
                         f"{','.join(map(str, DEPTHS))})")
     p.add_argument("--width", type=_positive, default=WIDTH,

@@ -21,20 +21,12 @@ import sys
 import time
 from pathlib import Path
 
+from .._args import int_list
 from .machine import BLAS_PIN_VARS, LIFTED_MARK, all_cores, blas_pin_env
 
 __all__ = ["main"]
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive integers, got {text!r}")
-    return values
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -50,10 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("grid")
     g.add_argument("--quick", action="store_true",
                    help="small grid (depths 1,4; widths 16,256; batch 64), well under a minute")
-    g.add_argument("--depths", type=_ints, help="hidden layers, comma-separated "
+    g.add_argument("--depths", type=int_list, help="hidden layers, comma-separated "
                    "(default 1,2,4,8,16,32)")
-    g.add_argument("--widths", type=_ints, help="units per hidden layer (default 16,64,256,1024)")
-    g.add_argument("--batches", type=_ints, help="batch sizes (default 64,256)")
+    g.add_argument("--widths", type=int_list,
+                   help="units per hidden layer (default 16,64,256,1024)")
+    g.add_argument("--batches", type=int_list, help="batch sizes (default 64,256)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     i = p.add_argument_group("implementations")
     i.add_argument("--backends", type=_names,
