@@ -12,8 +12,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import numpy as np
@@ -433,8 +435,11 @@ def _shape_mismatch_script(backend: str) -> str:
 
 
 def _mismatch_report(backend):
+    # a cache of its own: Numba's on-disk cache is not safe against two processes
+    # compiling into it in turn with different in-memory views of its index
+    env = dict(os.environ, NUMBA_CACHE_DIR=tempfile.mkdtemp(prefix="gk-numba-"))
     done = subprocess.run([sys.executable, "-c", _shape_mismatch_script(backend)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     return done.returncode, done.stdout, done.stderr
 
 

@@ -127,6 +127,21 @@ def test_validation_data_checked_before_training(clf):
     _assert_untouched(clf, snap)
 
 
+def test_early_stopping_monitor_checked_before_training(clf, reg):
+    for model, stopper, match in (
+            (clf, gk.EarlyStopping(monitor="val_loss"), "validation_data"),
+            (reg, gk.EarlyStopping(monitor="val_accuracy"), "validation_data"),
+    ):
+        snap = _snapshot(model)
+        with pytest.raises(ValueError, match=match):
+            model.fit(GOOD_X, GOOD_Y, epochs=2, early_stopping=stopper, progress=False)
+        _assert_untouched(model, snap)
+    with pytest.raises(ValueError, match="classification"):
+        reg.fit(GOOD_X, GOOD_Y.astype(float), epochs=2, progress=False,
+                validation_data=(GOOD_X, GOOD_Y.astype(float)),
+                early_stopping=gk.EarlyStopping(monitor="val_accuracy"))
+
+
 @pytest.mark.parametrize("kwargs,exc", [
     ({"epochs": 0}, ValueError), ({"epochs": 1.5}, TypeError), ({"batch_size": 0}, ValueError),
     ({"optimizer": "adam"}, TypeError), ({"clip_norm": -1.0}, ValueError),

@@ -63,10 +63,7 @@ class History:
 
 
 def _monitor_value(stopper: EarlyStopping, figures: dict[str, float]) -> float:
-    if stopper.monitor not in figures:
-        raise ValueError(f"early stopping monitors {stopper.monitor!r}, which this fit does not "
-                         "compute (pass validation_data?)")
-    v = figures[stopper.monitor]
+    v = figures[stopper.monitor]  # present: checked before training
     return -v if stopper.monitor == "val_accuracy" else v
 
 
@@ -117,6 +114,10 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
         else:
             stopper = EarlyStopping(patience=check_int(early_stopping, "early_stopping", low=0),
                                     monitor="val_loss" if val is not None else "loss")
+        if stopper.monitor.startswith("val_") and val is None:
+            raise ValueError(f"early stopping monitors {stopper.monitor!r}: pass validation_data")
+        if stopper.monitor == "val_accuracy" and not model.is_classifier:
+            raise ValueError("early stopping on val_accuracy needs a classification loss")
 
     n = Xc.shape[0]
     bs = min(batch_size, n)
