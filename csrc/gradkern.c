@@ -206,26 +206,7 @@ int gk_isa(void)
 #define SQRT sqrt
 #include "gemm_real.c"
 #include "vec_real.c"
-#undef REAL
-#undef VEC
-#undef DT_NAME
-#undef SQRT
-#undef ISA_NAME
-#undef VLEN
-#undef VMASK
-#undef MAKE_MASK
-#undef VZERO
-#undef VLOAD
-#undef VLOADM
-#undef VSTOREM
-#undef VBCAST
-#undef VFMA
-#undef VADD
-#undef MR
-#undef NR
-#undef KC
-#undef MC
-#undef NC
+#include "isa_undef.h"  /* end of one ISA's instantiation */
 
 #if GK_X86
 /* -- AVX2 + FMA: 6 rows x 2 ymm -- */
@@ -289,26 +270,7 @@ int gk_isa(void)
 #define NR 8
 #include "gemm_real.c"
 #include "vec_real.c"
-#undef REAL
-#undef DT_NAME
-#undef SQRT
-#undef VEC
-#undef VLEN
-#undef VMASK
-#undef MAKE_MASK
-#undef VZERO
-#undef VLOAD
-#undef VLOADM
-#undef VSTOREM
-#undef VBCAST
-#undef VFMA
-#undef VADD
-#undef MR
-#undef NR
-#undef KC
-#undef MC
-#undef NC
-#undef ISA_NAME
+#include "isa_undef.h"  /* end of one ISA's instantiation */
 #pragma GCC pop_options
 
 /* -- AVX-512: 8 rows x 2 zmm; column edges under mask registers -- */
@@ -455,26 +417,7 @@ static int64_t pack_a_t_avx512_f32(float *restrict dst, const float *restrict sr
 #define KC 192
 #include "gemm_real.c"
 #include "vec_real.c"
-#undef REAL
-#undef DT_NAME
-#undef SQRT
-#undef VEC
-#undef VLEN
-#undef VMASK
-#undef MAKE_MASK
-#undef VZERO
-#undef VLOAD
-#undef VLOADM
-#undef VSTOREM
-#undef VBCAST
-#undef VFMA
-#undef VADD
-#undef MR
-#undef NR
-#undef KC
-#undef MC
-#undef NC
-#undef ISA_NAME
+#include "isa_undef.h"  /* end of one ISA's instantiation */
 #pragma GCC pop_options
 #endif /* GK_X86 */
 
