@@ -8,6 +8,7 @@ import pytest
 
 import gradkern as gk
 from gradkern import torchref
+from gradkern.check import torch_data, torch_model
 from gradkern.plan import BATCHNORM, DENSE
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: its cross-checks skip")
@@ -23,27 +24,13 @@ def _compare(ours: dict, theirs: dict, dtype: str, what: str):
         assert err <= TOL[dtype] * max(scale, 1e-12), f"{what} {k}: max error {err:.3g}"
 
 
-def _model(backend, dtype, loss="cross_entropy", dropout=0.0, act="tanh", bn=True):
-    return gk.MLP([6, 12, 9, 4 if loss == "cross_entropy" else 2], activation=act, loss=loss,
-                  dtype=dtype, backend=backend, batchnorm=bn, dropout=dropout, seed=3)
-
-
-def _data(loss, rng, rows=24):
-    X = rng.standard_normal((rows, 6))
-    if loss == "cross_entropy":
-        return X, rng.integers(0, 4, rows)
-    if loss == "binary_cross_entropy":
-        return X, rng.integers(0, 2, (rows, 2)).astype(float)
-    return X, rng.standard_normal((rows, 2))
-
-
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("loss", gk.LOSSES)
 @pytest.mark.parametrize("act", gk.ACTIVATIONS)
 def test_loss_and_gradients_match_torch(backend, dtype, loss, act):
     rng = np.random.default_rng(0)
-    model = _model(backend, dtype, loss, dropout=0.2, act=act)
-    X, y = _data(loss, rng)
+    model = torch_model(backend, dtype, loss, act=act, dropout=0.2)
+    X, y = torch_data(loss, rng)
     seed = model._peek_seed()  # the dropout masks gradients() will draw
     loss_ours, grads = model.named_gradients(X, y)
     net, loss_fn = torchref.build(model, seed=seed)
@@ -77,12 +64,12 @@ def test_ten_optimizer_steps_match_torch(backend, dtype, name, make, bn):
     each implementation. They are left out there; SGD keeps them comparable.
     """
     rng = np.random.default_rng(1)
-    model = _model(backend, dtype, bn=bn)
+    model = torch_model(backend, dtype, bn=bn)
     net, loss_fn = torchref.build(model)
     opt = make()
     topt = torchref.torch_optimizer(opt, net.parameters())
     for _ in range(10):
-        X, y = _data("cross_entropy", rng)
+        X, y = torch_data("cross_entropy", rng)
         model.train_step(X, y, opt)
         net.train()
         topt.zero_grad()
@@ -98,7 +85,7 @@ def test_ten_optimizer_steps_match_torch(backend, dtype, name, make, bn):
     _compare(model.named_parameters(), theirs, dtype, f"{name} state")
     if noisy:
         return
-    X, _ = _data("cross_entropy", rng)
+    X, _ = torch_data("cross_entropy", rng)
     net.eval()
     with torch.no_grad():
         ref = net(torch.from_numpy(X.astype(dtype))).numpy()

@@ -968,7 +968,9 @@ def _tol(dtype: str, u: float) -> float:
     return TORCH_RTOL64 if dtype == "float64" else K_TORCH * u
 
 
-def _torch_model(backend, dtype, loss, act, bn, dropout, seed=3):
+def torch_model(backend, dtype, loss="cross_entropy", act="tanh", bn=True, dropout=0.0,
+                seed=3):
+    """The small MLP every PyTorch comparison uses (6 inputs, hidden 12 and 9)."""
     from .model import MLP
 
     return MLP([6, 12, 9, 4 if loss == "cross_entropy" else 2], activation=act, loss=loss,
@@ -1008,7 +1010,7 @@ def _torch_gradients(ctx, backend, dtype, bn: bool) -> Worst:
     for loss in LOSSES:
         for act in acts:
             rng = ctx.rng("torch gradients", loss, act, bn)
-            model = _torch_model(backend, dtype, loss, act, bn, dropout=0.0 if bn else 0.2)
+            model = torch_model(backend, dtype, loss, act, bn, dropout=0.0 if bn else 0.2)
             if bn:
                 _perturb_bn(model, rng)
             X, y = torch_data(loss, rng)
@@ -1046,7 +1048,7 @@ def _trajectory(ctx, backend, dtype, label, make, bn, w: Worst, eval_after: bool
     u = _u(dtype)
     tol = _tol(dtype, u)
     rng = ctx.rng("torch steps", label, bn, dtype)
-    model = _torch_model(backend, dtype, "cross_entropy", "tanh", bn, dropout=0.0)
+    model = torch_model(backend, dtype, "cross_entropy", "tanh", bn, dropout=0.0)
     if bn:
         _perturb_bn(model, rng)
     net, loss_fn = torchref.build(model)
@@ -1120,7 +1122,7 @@ def torch_batchnorm_eval(ctx, backend, dtype):
     tol = _tol(dtype, u)
     for act in ("tanh", "relu", "sigmoid"):
         rng = ctx.rng("torch bn eval", act, dtype)
-        model = _torch_model(backend, dtype, "mse", act, True, dropout=0.0)
+        model = torch_model(backend, dtype, "mse", act, True, dropout=0.0)
         _perturb_bn(model, rng)
         X = rng.standard_normal((31, 6)).astype(dtype)
         net, _ = torchref.build(model)
