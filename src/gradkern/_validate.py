@@ -8,7 +8,9 @@ MAX_ELEMENTS = 2**62  # far above memory; products beyond it would overflow int6
 
 
 def _as_array(a, what: str) -> np.ndarray:
-    if isinstance(a, np.ndarray):
+    """a as a plain ndarray. Subclasses are converted too: np.matrix stays 2-D under
+    indexing (y[:, 0] of a matrix is (N, 1), which broadcasts in the loss)."""
+    if type(a) is np.ndarray:
         return a
     try:
         return np.asarray(a)

@@ -8,6 +8,7 @@ backend that is: `to_backend` swaps it, the buffers stay.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence as SequenceABC
 
 import numpy as np
@@ -112,7 +113,54 @@ class Sequential:
         self.bufs = Buffers(self.plan, capacity=1)
         self.backend = _backends.get(backend)
         self._rng = np.random.default_rng(seed)  # data order and dropout seeds
+        self._init_threading()
         self._initialize()
+
+    # ------------------------------------------------------------------ threads
+    # Inference (predict, predict_raw, predict_proba, evaluate) runs in a workspace of the
+    # calling thread's own, over the shared parameters, so several threads can predict with
+    # one model at once. Training (fit, train_step, gradients, set_weights) takes the
+    # model's lock: training one model from two threads at once is serialized. A predict
+    # running while another thread trains sees the weights of some step of that training.
+    def _init_threading(self) -> None:
+        self._train_lock = threading.RLock()
+        self._infer = threading.local()
+
+    def _inference_buffers(self, rows: int) -> Buffers:
+        """This thread's inference workspace over the model's params and state."""
+        ws = getattr(self._infer, "bufs", None)
+        if ws is None or ws.params is not self.bufs.params or ws.plan is not self.plan:
+            ws = self.bufs.shared(rows)
+            self._infer.bufs = ws
+        else:
+            ws.ensure_capacity(rows)
+        return ws
+
+    # ----------------------------------------------------------------- pickling
+    # A model pickles as its plain data: layers, plan, the flat buffers (params, grads,
+    # state), the generator and the backend's NAME; never the backend object, its handles
+    # or the per-thread workspaces. Unpickling looks the backend up by name and raises
+    # BackendUnavailable if it does not load in that process (no silent fallback: move the
+    # weights with save/gk.load(path, backend=...) to choose another one).
+    def __getstate__(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items()
+             if k not in ("backend", "_train_lock", "_infer")}
+        d["backend"] = self.backend.name
+        return d
+
+    def __setstate__(self, d: dict) -> None:
+        d = dict(d)
+        name = d.pop("backend")
+        try:
+            backend = _backends.get(name)
+        except _backends.BackendUnavailable as exc:
+            raise _backends.BackendUnavailable(
+                name, f"{exc.reason} (this model was pickled on backend {name!r}; unpickle "
+                "it where that backend loads, or save() it there and gk.load(path, "
+                "backend=...) here)") from exc
+        self.__dict__.update(d)
+        self.backend = backend
+        self._init_threading()
 
     # ---------------------------------------------------------------- structure
     @property
@@ -180,7 +228,13 @@ class Sequential:
         return [(a.copy(), b.copy()) for a, b in self.plan.param_views(self.bufs.params)]
 
     def set_weights(self, weights) -> None:
-        """Load [(W, b), ...] as get_weights returns it; all are checked before any is set."""
+        """Load [(W, b), ...] as get_weights returns it; all are checked before any is set.
+        Values are converted to the model's dtype first, so one beyond its range (1e300 in
+        a float32 model) is refused, not stored as inf."""
+        with self._train_lock:
+            self._set_weights(weights)
+
+    def _set_weights(self, weights) -> None:
         views = self.plan.param_views(self.bufs.params)
         try:
             weights = [tuple(pair) for pair in weights]
@@ -199,9 +253,15 @@ class Sequential:
                     raise TypeError(f"weights[{k}] {nm} has unsupported dtype {a.dtype}")
                 if a.shape != v.shape:
                     raise ValueError(f"weights[{k}] {nm} has shape {a.shape}, expected {v.shape}")
-                if not np.isfinite(a).all():
+                if a.dtype.kind == "f" and not np.isfinite(a).all():
                     raise ValueError(f"weights[{k}] {nm} contains NaN or inf")
-                arrs.append(a)
+                with np.errstate(over="ignore", invalid="ignore"):
+                    c = a.astype(self.dtype)
+                if not np.isfinite(c).all():
+                    raise ValueError(f"weights[{k}] {nm} has values beyond the range of the "
+                                     f"model's dtype {self.dtype} (largest |value| "
+                                     f"{float(np.max(np.abs(a.astype(np.float64)))):.3g})")
+                arrs.append(c)
             checked.append(arrs)
         for (a, b), (vw, vb) in zip(checked, views, strict=True):
             vw[...] = a
@@ -242,10 +302,10 @@ class Sequential:
     def _forward_chunks(self, X: np.ndarray) -> np.ndarray:
         out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         chunk = min(PREDICT_CHUNK, X.shape[0])
-        self.bufs.ensure_capacity(chunk)
+        bufs = self._inference_buffers(chunk)
         for start in range(0, X.shape[0], chunk):
             part = X[start : start + chunk]
-            out[start : start + part.shape[0]] = self.backend.forward(self.plan, self.bufs, part)
+            out[start : start + part.shape[0]] = self.backend.forward(self.plan, bufs, part)
         return out
 
     def predict_raw(self, X) -> np.ndarray:
@@ -283,14 +343,14 @@ class Sequential:
 
     def _evaluate_checked(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
         chunk = min(PREDICT_CHUNK, X.shape[0])
-        self.bufs.ensure_capacity(chunk)
+        bufs = self._inference_buffers(chunk)
         last = len(self.plan.layers) - 1
         total, raw = 0.0, np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         for start in range(0, X.shape[0], chunk):
             xs, ys = X[start : start + chunk], y[start : start + chunk]
-            pred = self.backend.forward(self.plan, self.bufs, xs)
+            pred = self.backend.forward(self.plan, bufs, xs)
             raw[start : start + xs.shape[0]] = pred
-            dpred = self.bufs.dout(last, xs.shape[0])
+            dpred = bufs.dout(last, xs.shape[0])
             total += xs.shape[0] * self.backend.loss_forward_backward(
                 self.plan.loss_code, dpred, pred, ys)
         result = {"loss": total / X.shape[0]}
@@ -309,15 +369,17 @@ class Sequential:
         """Loss and [(dW, db), ...] (training mode, whole X as one batch); nothing changes."""
         Xc, yc = self._check_Xy(X, y)
         self._check_training_batch(Xc.shape[0])
-        loss = self._gradients_checked(Xc, yc)
-        return loss, [(a.copy(), b.copy()) for a, b in self.plan.param_views(self.bufs.grads)]
+        with self._train_lock:
+            loss = self._gradients_checked(Xc, yc)
+            return loss, [(a.copy(), b.copy()) for a, b in self.plan.param_views(self.bufs.grads)]
 
     def named_gradients(self, X, y) -> tuple[float, dict[str, np.ndarray]]:
         """Loss and every gradient by parameter name (as named_parameters)."""
         Xc, yc = self._check_Xy(X, y)
         self._check_training_batch(Xc.shape[0])
-        loss = self._gradients_checked(Xc, yc)
-        return loss, {k: v.copy() for k, v in self._grad_views().items()}
+        with self._train_lock:
+            loss = self._gradients_checked(Xc, yc)
+            return loss, {k: v.copy() for k, v in self._grad_views().items()}
 
     def _gradients_checked(self, X: np.ndarray, y: np.ndarray) -> float:
         self.bufs.ensure_capacity(X.shape[0])
@@ -338,6 +400,10 @@ class Sequential:
             raise TypeError(f"optimizer must be a gk.optim optimizer, got {optimizer!r}")
         Xc, yc = self._check_Xy(X, y)
         self._check_training_batch(Xc.shape[0])
+        with self._train_lock:
+            return self._train_step_checked(Xc, yc, optimizer, clip_norm)
+
+    def _train_step_checked(self, Xc, yc, optimizer, clip_norm) -> float:
         optimizer.bind(self.plan.n_params, self.dtype)
         self.bufs.ensure_capacity(Xc.shape[0])
         state = self._rng.bit_generator.state
@@ -354,7 +420,10 @@ class Sequential:
 
     def fit(self, X, y, epochs: int = 10, batch_size: int = 32,
             optimizer: _optim.Optimizer | None = None, **kwargs):
-        """Train by minibatch backpropagation; returns a History. See gradkern.trainer.fit."""
+        """Train by minibatch backpropagation; returns a History. See gradkern.trainer._fit
+        for the options and gradkern.trainer.fit for what a failed fit leaves (nothing, if
+        no step was applied). With batch normalization batch_size=1 is refused and a
+        would-be 1-row last minibatch is left out of its epoch."""
         from .trainer import fit
 
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,

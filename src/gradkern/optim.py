@@ -61,9 +61,37 @@ class Optimizer:
                 "this optimizer already holds state for another model "
                 f"({self._owner[0]} {self._owner[1]} parameters); create a new one"
             )
+        self._check_dtype(key[1])
         self.buf1 = aligned_zeros(n_params, dtype)
         self.buf2 = aligned_zeros(n_params if self.kind == ADAM_KIND else 0, dtype)
         self._owner = key
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        """Hyperparameters that the update kernels, computing in `dtype`, cannot represent."""
+
+    def unbind(self) -> None:
+        """Forget the state and the model it was for (as a freshly created optimizer)."""
+        self.buf1 = self.buf2 = None
+        self.step[...] = 0
+        self._owner = None
+        for k in [k for k in self.__dict__ if k.startswith("_gk")]:
+            del self.__dict__[k]
+
+    # Pickling keeps the hyperparameters, the state and the step; attributes a backend
+    # attached (names starting with '_gk', e.g. the C backend's gk_optim struct) are
+    # dropped, and the state arrays are copied back into 64-byte aligned buffers.
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_gk")}
+
+    def __setstate__(self, d: dict) -> None:
+        d = dict(d)
+        for name in ("buf1", "buf2"):
+            a = d.get(name)
+            if a is not None:
+                b = aligned_zeros(a.size, a.dtype)
+                b[...] = a.reshape(-1)
+                d[name] = b
+        self.__dict__.update(d)
 
     def state_arrays(self) -> dict[str, np.ndarray]:
         if self.buf1 is None:
@@ -142,9 +170,20 @@ class Adam(Optimizer):
         self.hyper[H_LR] = _check_number("lr", lr)
         self.hyper[H_BETA1] = _check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
         self.hyper[H_BETA2] = _check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
-        self.hyper[H_EPS] = _check_number("eps", eps)
+        eps_v = _check_number("eps", eps)
+        if eps_v <= 0:
+            raise ValueError(f"eps must be > 0, got {eps!r}: the update divides by "
+                             "sqrt(v) + eps, and v is 0 for a parameter whose gradient is 0")
+        self.hyper[H_EPS] = eps_v
         self.hyper[H_WD] = _check_number("weight_decay", weight_decay)
         self.hyper[H_DECOUPLED] = 1.0 if self.decoupled else 0.0
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        tiny = float(np.finfo(dtype).tiny)
+        if self.hyper[H_EPS] < tiny:
+            raise ValueError(f"eps={float(self.hyper[H_EPS])!r} is below the smallest normal "
+                             f"{dtype} ({tiny:.3g}); the update, computed in {dtype}, would "
+                             "divide by zero where a gradient is 0")
 
     def config(self) -> dict:
         h = self.hyper

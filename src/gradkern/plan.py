@@ -171,18 +171,63 @@ class Plan:
         return " -> ".join(parts) + f" | loss={self.loss} dtype={self.dtype}"
 
 
-class Buffers:
-    """Every array a step touches, allocated once: params, grads, state, workspace."""
+def _aligned_copy(a, n: int, dtype: np.dtype) -> np.ndarray:
+    """A 64-byte aligned copy of the flat array a (n elements of dtype), or a clear error."""
+    a = np.asarray(a)
+    if a.dtype != dtype or a.shape != (n,):
+        raise ValueError(f"a pickled buffer holds {a.shape} {a.dtype}; the plan needs "
+                         f"({n},) {dtype}")
+    out = aligned_zeros(n, dtype)
+    out[...] = a
+    return out
 
-    def __init__(self, plan: Plan, capacity: int = 0):
+
+class Buffers:
+    """Every array a step touches, allocated once: params, grads, state, workspace.
+
+    `shared(capacity)` gives another Buffers over the same params, grads and state with a
+    workspace of its own (acts, dacts, cache): what one thread's inference runs in, so
+    that threads predicting with one model never share a workspace.
+
+    Pickling keeps the plan, params, grads, state and the capacity; the workspace is
+    allocated again (aligned) on loading, and attributes a backend attached to this
+    object (any name starting with '_', such as the C backend's `_gk_c_model`) are
+    dropped: they hold pointers that mean nothing in another process.
+    """
+
+    def __init__(self, plan: Plan, capacity: int = 0, share: Buffers | None = None):
         self.plan = plan
         dt = plan.dtype
-        self.params = aligned_zeros(plan.n_params, dt)
-        self.grads = aligned_zeros(plan.n_params, dt)
-        self.state = aligned_zeros(plan.n_state, dt)
+        if share is None:
+            self.params = aligned_zeros(plan.n_params, dt)
+            self.grads = aligned_zeros(plan.n_params, dt)
+            self.state = aligned_zeros(plan.n_state, dt)
+        else:
+            if share.plan is not plan:
+                raise ValueError("a shared workspace must use the plan of the buffers it shares")
+            self.params, self.grads, self.state = share.params, share.grads, share.state
         self.capacity = 0
         self.acts = self.dacts = self.cache = aligned_zeros(0, dt)
         self.ensure_capacity(max(capacity, 1))
+
+    def shared(self, capacity: int = 1) -> Buffers:
+        """A Buffers with its own workspace over these params, grads and state (no copy)."""
+        return Buffers(self.plan, capacity, share=self)
+
+    def __getstate__(self) -> dict:
+        return {"plan": self.plan, "params": self.params, "grads": self.grads,
+                "state": self.state, "capacity": self.capacity}
+
+    def __setstate__(self, d: dict) -> None:
+        plan = d["plan"]
+        dt = plan.dtype
+        self.plan = plan
+        self.params = _aligned_copy(d["params"], plan.n_params, dt)
+        self.grads = _aligned_copy(d["grads"], plan.n_params, dt)
+        self.state = _aligned_copy(d["state"], plan.n_state, dt)
+        self.capacity = 0
+        self.acts = self.dacts = self.cache = aligned_zeros(0, dt)
+        self.ensure_capacity(max(int(d["capacity"]), 1))
 
     def ensure_capacity(self, rows: int) -> None:
         """Grow the workspace to hold `rows` batch rows (the only place it allocates)."""

@@ -67,12 +67,69 @@ def _monitor_value(stopper: EarlyStopping, figures: dict[str, float]) -> float:
     return -v if stopper.monitor == "val_accuracy" else v
 
 
+class _Progress:
+    """Whether a fit has applied a step yet (set by _fit, read by fit's rollback)."""
+
+    def __init__(self) -> None:
+        self.applied = False
+        self.optimizer = None
+        self.step0 = 0
+
+    def any_applied(self) -> bool:
+        # the optimizer's step counter moves with every accepted step on every backend,
+        # also if a backend raised partway through an epoch
+        moved = self.optimizer is not None and int(self.optimizer.step[0]) != self.step0
+        return self.applied or moved
+
+
+def _full_snapshot(optimizer) -> tuple:
+    return optimizer.snapshot(), optimizer.buf1 is None
+
+
+def _full_restore(optimizer, snap: tuple) -> None:
+    state, was_unbound = snap
+    if was_unbound:
+        optimizer.unbind()
+    else:
+        optimizer.restore(state)
+
+
 def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
-        optimizer: _optim.Optimizer | None = None, shuffle: bool = True,
-        validation_data=None, early_stopping: EarlyStopping | int | None = None,
-        progress: bool = True, clip_norm: float | None = None,
-        on_divergence: str = "raise", on_epoch=None, diagnostics: bool | int = False,
-        checkpoint=None, checkpoint_every: int = 1, resume=None) -> History:
+        optimizer: _optim.Optimizer | None = None, **kwargs) -> History:
+    """Train `model` on (X, y); see _fit for the options.
+
+    A fit that raises before any step was applied (bad input, a refused resume file, a
+    first step that diverges, an interrupt) leaves the model exactly as it was: weights,
+    running statistics and the data-order generator, and the optimizer's state. Once steps
+    have been applied, an error (TrainingDiverged with on_divergence='raise', an
+    exception from on_epoch, Ctrl-C) leaves the weights, running statistics and optimizer
+    state of the last applied step, and the generator as it was after drawing the order
+    of the epoch that stopped. Training one model from two threads at once is serialized
+    (the model's lock is held for the whole fit).
+    """
+    with model._train_lock:
+        before = model.state_snapshot()
+        opt_before = (_full_snapshot(optimizer) if isinstance(optimizer, _optim.Optimizer)
+                      else None)
+        tracker = _Progress()
+        try:
+            return _fit(model, X, y, epochs=epochs, batch_size=batch_size,
+                        optimizer=optimizer, _progress=tracker, **kwargs)
+        except BaseException:
+            if not tracker.any_applied():
+                model.restore_snapshot(before)
+                if opt_before is not None:
+                    _full_restore(optimizer, opt_before)
+            raise
+
+
+def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
+         optimizer: _optim.Optimizer | None = None, shuffle: bool = True,
+         validation_data=None, early_stopping: EarlyStopping | int | None = None,
+         progress: bool = True, clip_norm: float | None = None,
+         on_divergence: str = "raise", on_epoch=None, diagnostics: bool | int = False,
+         checkpoint=None, checkpoint_every: int = 1, resume=None,
+         _progress: _Progress | None = None) -> History:
     """Train `model` on (X, y); see Sequential.fit.
 
     epochs: the total number of epochs (a resumed fit runs the ones still missing).
@@ -86,6 +143,11 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     checkpoint, checkpoint_every: save weights, optimizer state, the data-order generator,
     epoch and step to this path every N epochs (atomically). resume: continue from such a
     file; training 2N epochs straight and N + resume + N give identical weights.
+    batch normalization: batch_size=1 is refused (a batch of one row has no batch
+    statistics; torch raises in training mode), and when N % batch_size == 1 the one row
+    that would form the last minibatch is left out of that epoch, as DataLoader's
+    drop_last would (with shuffle, a different row each epoch; without it, always the
+    last one). History records the mean loss over the rows trained.
     """
     from .model import TrainingDiverged
 
@@ -124,6 +186,12 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     has_bn = any(L.kind == BATCHNORM for L in model.plan.layers)
     if has_bn and n < 2:
         raise ValueError("batch normalization needs at least 2 training rows")
+    if has_bn and bs == 1:
+        raise ValueError("batch_size=1 with batch normalization: a batch of one row has no "
+                         "batch statistics (its normalized output is 0, so the layers below "
+                         "never learn); use batch_size >= 2")
+    if _progress is None:
+        _progress = _Progress()
     history = History()
     start_epoch = 0
     if resume is not None:
@@ -133,6 +201,7 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
         history.history = {k: list(v) for k, v in past.items()}
         history.epochs_run = start_epoch
     optimizer.bind(model.plan.n_params, model.dtype)
+    _progress.optimizer, _progress.step0 = optimizer, int(optimizer.step[0])
     model.bufs.ensure_capacity(bs)
     best = (math.inf, None)  # (monitored value, snapshot)
     since_best = 0
@@ -171,6 +240,8 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
                         optimizer, seeds[done : done + k], float(clip_norm or 0.0),
                         losses[done : done + k], gnorms[done : done + k])
                 done += ok
+                if ok > 0:
+                    _progress.applied = True
                 if ok < k:
                     break
                 if recorder is not None and (every or done == n_batches):
