@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import csv
 import math
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,49 +164,198 @@ def _infer_task(y: np.ndarray) -> str:
     return "regression"
 
 
+TASKS = ("classification", "regression")
+_EXACT_INT = 2.0 ** 53  # float labels beyond this are not exact integers
+
+
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """X and y of an .npz, each checked against its member's size before it is read: a header
+    that lies about its shape is refused instead of allocating what it claims."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = {Path(n).stem: zf.getinfo(n) for n in zf.namelist() if n.endswith(".npy")}
+            if "X" not in members or "y" not in members:
+                raise _Refused(f"{path} must hold arrays 'X' and 'y'; it has "
+                               f"{sorted(members)}")
+            for name in ("X", "y"):
+                info = members[name]
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+                    data_size = info.file_size - f.tell()
+                if dtype.hasobject:
+                    raise _Refused(f"{path}: array {name!r} holds Python objects")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if nbytes != data_size:  # checked before anything of that size is allocated
+                    raise _Refused(f"{path}: array {name!r} declares shape {shape} of {dtype} "
+                                   f"({nbytes:,} bytes) but holds {data_size:,} bytes")
+        with np.load(path, allow_pickle=False) as z:
+            return z["X"], z["y"]
+    except _Refused as exc:
+        raise ValueError(str(exc)) from None
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, KeyError,
+            ValueError, struct.error, SyntaxError, NotImplementedError) as exc:
+        raise ValueError(f"{path} is not a readable .npz file ({exc})") from None
+
+
+class _Refused(ValueError):
+    """A readable .npz whose content this loader refuses (message names the file)."""
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[list[str]], list[int]]:
+    """Header, data rows and each row's line number; blank lines skipped, every row as wide
+    as the header."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows, lines = [], []
+            for row in reader:
+                if row:  # a blank line
+                    rows.append(row)
+                    lines.append(reader.line_num)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                         ) from None
+    except csv.Error as exc:
+        raise ValueError(f"{path}: line {reader.line_num}: {exc}") from None
+    if len(rows) < 2:
+        raise ValueError(f"{path} needs a header row and at least one data row")
+    header = rows[0]
+    for row, line in zip(rows[1:], lines[1:], strict=True):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: line {line} has {len(row)} fields, the header has "
+                             f"{len(header)}")
+    return header, rows[1:], lines[1:]
+
+
+def _target_index(path: Path, header: list[str], target) -> int:
+    n = len(header)
+    if target is None:
+        return n - 1
+    if isinstance(target, (int, np.integer)) and not isinstance(target, (bool, np.bool_)):
+        if not -n <= target < n:
+            raise ValueError(f"target column {int(target)} out of range: {path} has {n} "
+                             f"columns ({-n}..{n - 1})")
+        return int(target) % n  # negative: counted from the end, as Python does
+    if not isinstance(target, str):
+        raise TypeError(f"target must be a column name or index, got {type(target).__name__}")
+    if target not in header:
+        raise ValueError(f"target column {target!r} not in {path}: columns are {header}")
+    if header.count(target) > 1:
+        raise ValueError(f"target column {target!r} appears {header.count(target)} times in "
+                         f"{path}; give its index instead")
+    return header.index(target)
+
+
+def _parse_csv(path: Path, header, body, lines, t) -> tuple[np.ndarray, np.ndarray]:
+    feats = [j for j in range(len(header)) if j != t]
+    if not feats:
+        raise ValueError(f"{path} has no feature columns besides the target {header[t]!r}")
+    X = np.empty((len(body), len(feats)))
+    for i, (row, line) in enumerate(zip(body, lines, strict=True)):
+        for k, j in enumerate(feats):
+            try:
+                X[i, k] = float(row[j])
+            except ValueError:
+                raise ValueError(f"{path}: line {line}, column {header[j]!r}: {row[j]!r} is "
+                                 "not a number") from None
+            if not math.isfinite(X[i, k]):
+                raise ValueError(f"{path}: line {line}, column {header[j]!r}: {row[j]!r} is "
+                                 "not finite") from None
+    col = [r[t] for r in body]
+    numbers, bad = [], None
+    for v, line in zip(col, lines, strict=True):
+        try:
+            numbers.append(float(v))
+        except ValueError:
+            bad = bad or (line, v)
+    if bad is None:
+        y = np.array(numbers)
+        if not np.isfinite(y).all():
+            i = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise ValueError(f"{path}: line {lines[i]}, target column {header[t]!r}: "
+                             f"{col[i]!r} is not finite")
+        if (np.all(y == np.round(y)) and np.abs(y).max() < _EXACT_INT
+                and _infer_task(y) == "classification"):
+            y = y.astype(np.int64)
+    elif numbers:  # mostly numbers, some not: a typo or a missing value, not class names
+        raise ValueError(f"{path}: line {bad[0]}, target column {header[t]!r}: {bad[1]!r} is "
+                         "not a number, while other rows are (string class labels must all "
+                         "be strings)")
+    else:
+        empty = [line for v, line in zip(col, lines, strict=True) if not v.strip()]
+        if empty:
+            raise ValueError(f"{path}: line {empty[0]}, target column {header[t]!r} is empty")
+        y = np.array(col)
+    return X, y
+
+
+def _check_arrays(path: Path, X: np.ndarray, y: np.ndarray,
+                  task: str | None) -> tuple[np.ndarray, str]:
+    """X and y of a user's file: shapes, kinds and finiteness, naming the row and column."""
+    if X.dtype.kind not in "iuf":
+        raise ValueError(f"{path}: features must be numbers, got dtype {X.dtype}")
+    if X.ndim != 2:
+        raise ValueError(f"{path}: X must be 2-D (rows, features), got shape {X.shape}")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim not in (1, 2) or X.shape[0] != y.shape[0]:
+        raise ValueError(f"{path}: X of shape {X.shape} does not match y of shape {y.shape}")
+    if X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"{path}: X of shape {X.shape} has no "
+                         f"{'rows' if X.shape[0] == 0 else 'feature columns'}")
+    if X.dtype.kind == "f" and not np.isfinite(X).all():
+        i, j = np.argwhere(~np.isfinite(X))[0]
+        raise ValueError(f"{path}: X[{i}, {j}] (row {i}, column {j}) is {X[i, j]}, not finite")
+    if y.dtype.kind not in "iubfUS":
+        raise ValueError(f"{path}: y must be numbers or strings, got dtype {y.dtype}")
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        i = np.argwhere(~np.isfinite(y))[0]
+        where = f"row {i[0]}" + (f", column {i[1]}" if y.ndim == 2 else "")
+        raise ValueError(f"{path}: y {where} is {y[tuple(i)]}, not finite")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
+    task = task or _infer_task(y)
+    if task == "classification":
+        if y.ndim != 1:
+            raise ValueError(f"{path}: class labels must be one column, got y of shape "
+                             f"{y.shape}")
+        if y.dtype.kind == "f" and not np.all(y == np.round(y)):
+            i = int(np.flatnonzero(y != np.round(y))[0])
+            raise ValueError(f"{path}: class labels must be integers or strings; row {i} "
+                             f"is {y[i]}")
+    elif y.dtype.kind in "US":
+        raise ValueError(f"{path}: a regression target must be numbers, got strings "
+                         f"such as {str(y[0])!r}")
+    return y, task
+
+
 def load_file(path, target: str | int | None = None, test_size: float = 0.2, seed: int = 0,
               task: str | None = None) -> Dataset:
-    """A user's .csv (header row; target column by name, else the last) or .npz (X, y)."""
+    """A user's .csv (header row; target column by name or index, negative from the end;
+    default the last) or .npz (arrays X, y). Values must be finite; a bad cell is named by
+    its line and column."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such data file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a data file")
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(TASKS)}")
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            if "X" not in z or "y" not in z:
-                raise ValueError(f"{path} must hold arrays 'X' and 'y'; it has {list(z.keys())}")
-            X, y = z["X"], z["y"]
+        if target is not None:
+            raise ValueError(f"{path}: target applies to .csv files; an .npz holds X and y")
+        X, y = _read_npz(path)
         names: tuple[str, ...] = ()
     elif path.suffix == ".csv":
-        with path.open(newline="") as f:
-            rows = list(csv.reader(f))
-        if len(rows) < 2:
-            raise ValueError(f"{path} needs a header row and at least one data row")
-        header, body = rows[0], rows[1:]
-        if target is None:
-            t = len(header) - 1
-        elif isinstance(target, int):
-            t = target
-        elif target in header:
-            t = header.index(target)
-        else:
-            raise ValueError(f"target column {target!r} not in {path}: columns are {header}")
-        try:
-            X = np.array([[float(v) for j, v in enumerate(r) if j != t] for r in body])
-        except ValueError as exc:
-            raise ValueError(f"{path}: feature columns must be numbers ({exc})") from None
-        col = [r[t] for r in body]
-        try:
-            y = np.array([float(v) for v in col])
-            if np.all(y == np.round(y)) and _infer_task(y) == "classification":
-                y = y.astype(np.int64)
-        except ValueError:
-            y = np.array(col)
+        header, body, lines = _read_csv(path)
+        t = _target_index(path, header, target)
+        X, y = _parse_csv(path, header, body, lines, t)
         names = tuple(h for j, h in enumerate(header) if j != t)
     else:
         raise ValueError(f"unsupported data file {path}: use .csv or .npz")
-    if X.ndim != 2 or X.shape[0] != y.shape[0]:
-        raise ValueError(f"{path}: X of shape {X.shape} does not match y of shape {y.shape}")
-    if X.dtype.kind not in "iuf" or not np.isfinite(X.astype(np.float64)).all():
-        raise ValueError(f"{path}: features must be finite numbers")
-    task = task or _infer_task(y)
+    y, task = _check_arrays(path, X, y, task)
     return _finish(path.stem, X, y, task, test_size, seed, feature_names=names)
