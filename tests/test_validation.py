@@ -145,7 +145,7 @@ def test_early_stopping_monitor_checked_before_training(clf, reg):
 @pytest.mark.parametrize("kwargs,exc", [
     ({"epochs": 0}, ValueError), ({"epochs": 1.5}, TypeError), ({"batch_size": 0}, ValueError),
     ({"optimizer": "adam"}, TypeError), ({"clip_norm": -1.0}, ValueError),
-    ({"on_divergence": "ignore"}, ValueError),
+    ({"on_divergence": "ignore"}, ValueError), ({"batch_size": 1}, ValueError),
 ])
 def test_bad_fit_arguments(clf, kwargs, exc):
     snap = _snapshot(clf)
@@ -205,6 +205,7 @@ def test_optimizer_bound_to_one_model(backend):
     (lambda: gk.optim.SGD(lr=0.1, nesterov=True), ValueError),
     (lambda: gk.optim.Adam(betas=(0.9, 1.0)), ValueError),
     (lambda: gk.optim.Adam(eps=float("nan")), ValueError),
+    (lambda: gk.optim.Adam(eps=0), ValueError), (lambda: gk.optim.AdamW(eps=-1.0), ValueError),
 ])
 def test_bad_optimizer_arguments(make, exc):
     with pytest.raises(exc):

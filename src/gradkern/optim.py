@@ -170,7 +170,7 @@ class Adam(Optimizer):
         self.hyper[H_LR] = _check_number("lr", lr)
         self.hyper[H_BETA1] = _check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
         self.hyper[H_BETA2] = _check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
-        eps_v = _check_number("eps", eps)
+        eps_v = _check_number("eps", eps, low=-math.inf)
         if eps_v <= 0:
             raise ValueError(f"eps must be > 0, got {eps!r}: the update divides by "
                              "sqrt(v) + eps, and v is 0 for a parameter whose gradient is 0")
