@@ -1325,7 +1325,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         names = [b for b, s in status.items() if s == "available"]
-    only = [o.strip() for o in args.only.split(",")] if args.only else None
+    only = [o.strip() for o in args.only.split(",") if o.strip()] if args.only else None
+    if args.only is not None:
+        unknown = [o for o in only or [""] if not any(o and o in c.name for c in CHECKS)]
+        if unknown:
+            raise ValueError(f"--only {','.join(unknown) or repr(args.only)}: matches no "
+                             f"check; checks are {', '.join(c.name for c in CHECKS)}")
+    if args.json:  # before the run: a whole run must not end in a path it cannot write
+        from .cli import writable_file
+
+        writable_file(args.json, "--json")
 
     from . import torchref
 
@@ -1380,4 +1389,6 @@ def _finite(o):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gradkern.cli import run_guarded
+
+    sys.exit(run_guarded(main))

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +28,140 @@ def _table(headers: list[str], rows: list[list[str]]) -> str:
 
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in rows])
+
+
+# ------------------------------------------------------------ errors and destinations
+def _debug() -> bool:
+    return os.environ.get("GRADKERN_DEBUG", "") not in ("", "0")
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what went wrong, without a traceback."""
+    from .model import TrainingDiverged
+
+    if isinstance(exc, OSError) and exc.strerror and exc.filename is not None:
+        msg = f"{exc.filename}: {exc.strerror}"
+        if exc.filename2 is not None:
+            msg += f" (-> {exc.filename2})"
+    else:
+        msg = str(exc) or type(exc).__name__
+    if isinstance(exc, TrainingDiverged):
+        msg = f"training diverged: {msg}"
+    elif isinstance(exc, MemoryError):
+        msg = f"out of memory: {msg}"
+    return " ".join(msg.split())
+
+
+def run_guarded(func, *args) -> int:
+    """Run a command; the expected failures become one line on stderr and an exit status
+    (2 bad input, 1 divergence or no memory, 130 Ctrl-C). Any other exception is a bug and
+    keeps its traceback; GRADKERN_DEBUG=1 shows the traceback of every one."""
+    from .checkpoint import CheckpointError
+    from .model import TrainingDiverged
+
+    try:
+        return int(func(*args) or 0)
+    except KeyboardInterrupt:
+        if _debug():
+            raise
+        print("gradkern: interrupted", file=sys.stderr, flush=True)
+        return 130
+    except (CheckpointError, TrainingDiverged, MemoryError, ValueError, TypeError, OSError,
+            ImportError) as exc:
+        if _debug():
+            raise
+        print(f"gradkern: error: {describe(exc)}", file=sys.stderr, flush=True)
+        return 1 if isinstance(exc, (TrainingDiverged, MemoryError)) else 2
+
+
+def _probe(directory: Path, option: str, path) -> None:
+    """Create and remove a file in `directory`: the only sure test that we may write there."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".gradkern-probe-", dir=directory)
+    except OSError as exc:
+        cls = PermissionError if exc.errno in (errno.EACCES, errno.EPERM) else OSError
+        raise cls(f"{option} {path}: cannot write in {directory}: "
+                  f"{exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def writable_file(path, option: str) -> Path:
+    """Check, before any work, that a file can be written at `path` (its folder exists and
+    takes new files; it is not a directory nor a device)."""
+    if not str(path):
+        raise ValueError(f"{option}: empty path")
+    p = Path(path)
+    if p.is_dir():
+        raise IsADirectoryError(f"{option} {path}: is a directory; give a file name")
+    if p.exists() and not p.is_file():
+        raise OSError(f"{option} {path}: exists and is not a regular file")
+    parent = p.parent
+    if not parent.exists():
+        raise FileNotFoundError(f"{option} {path}: folder {parent} does not exist")
+    if not parent.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {parent} is not a folder")
+    _probe(parent, option, path)
+    return p
+
+
+def writable_dir(path, option: str) -> Path:
+    """Check, before any work, that `path` is or can be made a folder we can write in
+    (nothing is created)."""
+    if not str(path):
+        raise ValueError(f"{option}: empty path")
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise NotADirectoryError(f"{option} {path}: exists and is not a folder")
+    base = p
+    while not base.exists():  # the nearest existing ancestor is where mkdir starts
+        base = base.parent
+    if not base.is_dir():
+        raise NotADirectoryError(f"{option} {path}: {base} is not a folder")
+    _probe(base, option, path)
+    return p
+
+
+def _memory_available() -> int | None:
+    """Bytes this process may still allocate: available RAM, bounded by RLIMIT_AS."""
+    avail = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    if avail is None:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            pass
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY and soft > 0:
+            avail = soft if avail is None else min(avail, soft)
+    except (ImportError, OSError, ValueError):
+        pass
+    return avail
+
+
+def check_training_memory(sizes: list[int], dtype: str, optimizer: str, momentum: float,
+                          batch: int) -> None:
+    """Refuse a model whose training buffers cannot fit: parameters, gradients, optimizer
+    state and one batch of activations and their gradients (a lower bound)."""
+    n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+    states = 2 if optimizer in ("adam", "adamw") else (1 if momentum else 0)
+    item = np.dtype(dtype).itemsize
+    need = n_params * item * (2 + states) + 2 * max(1, batch) * sum(sizes) * item
+    avail = _memory_available()
+    if avail is not None and need > avail:
+        gib = 2.0 ** 30
+        raise ValueError(f"the model {sizes} has {n_params:,} parameters; training it needs "
+                         f"at least {need / gib:.1f} GiB and {avail / gib:.1f} GiB is "
+                         "available: use smaller --hidden sizes")
 
 
 # --------------------------------------------------------------------- backends
@@ -89,13 +226,18 @@ def _make_optimizer(name: str, lr: float | None, momentum: float, weight_decay: 
 def cmd_train(args) -> int:
     import gradkern as gk
 
+    if args.save:  # before any work: a run must not end in a path it cannot write
+        writable_file(args.save, "--save")
     if args.threads:
         gk.set_threads(args.threads)
     data = (gk.datasets.load_file(args.data, target=args.target, seed=args.seed)
             if args.target is not None else gk.datasets.load(args.data, seed=args.seed))
     hidden = list(args.hidden)
     loss = args.loss or data.loss
-    model = gk.MLP([data.n_features, *hidden, data.n_outputs], activation=args.activation,
+    sizes = [data.n_features, *hidden, data.n_outputs]
+    check_training_memory(sizes, args.dtype, args.optimizer, args.momentum,
+                          min(args.batch_size, len(data.X_train)))
+    model = gk.MLP(sizes, activation=args.activation,
                    loss=loss, dtype=args.dtype, backend=args.backend, seed=args.seed,
                    batchnorm=args.batchnorm, dropout=args.dropout)
     opt = _make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
@@ -105,11 +247,14 @@ def cmd_train(args) -> int:
         print(f"epoch {epoch:3d}/{args.epochs}  {line}", flush=True)
 
     t0 = time.perf_counter()
-    history = model.fit(data.X_train, data.y_train, epochs=args.epochs,
-                        batch_size=args.batch_size, optimizer=opt,
-                        validation_data=(data.X_test, data.y_test),
-                        early_stopping=args.patience, progress=False,
-                        on_epoch=None if args.quiet else show)
+    # a step that overflows is caught by fit (TrainingDiverged, one line below); NumPy's
+    # RuntimeWarnings about it on the way would only bury that line under source excerpts
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        history = model.fit(data.X_train, data.y_train, epochs=args.epochs,
+                            batch_size=args.batch_size, optimizer=opt,
+                            validation_data=(data.X_test, data.y_test),
+                            early_stopping=args.patience, progress=False,
+                            on_epoch=None if args.quiet else show)
     if history.stopped_early:
         print(f"early stop after epoch {history.epochs_run}: best epoch {history.best_epoch}")
     seconds = time.perf_counter() - t0
@@ -247,11 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as exc:
-        print(f"gradkern: error: {exc}", file=sys.stderr)
-        return 2
+    return run_guarded(args.func, args)
 
 
 if __name__ == "__main__":

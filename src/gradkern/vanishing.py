@@ -410,6 +410,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KeyError, ImportError) as exc:
         print(f"gradkern vanishing: error: {exc}", file=sys.stderr)
         return 2
+    if args.out:  # before the run: a whole run must not end in a folder it cannot write
+        from .cli import writable_dir
+
+        writable_dir(args.out, "--out")
     depths = args.depths or (QUICK_DEPTHS if args.quick else DEPTHS)
     epochs = args.epochs or (QUICK_EPOCHS if args.quick else EPOCHS)
     before = get_threads()
@@ -432,4 +436,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from gradkern.cli import run_guarded
+
+    sys.exit(run_guarded(main))

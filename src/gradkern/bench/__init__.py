@@ -97,12 +97,17 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `gradkern bench`; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    from ..cli import writable_dir
+
     if args.compare:
         from . import compare
 
         out = args.out if "--out" in argv else None
+        if out:
+            writable_dir(out, "--out")
         return compare.main(args.compare[0], args.compare[1], args.threshold, out,
                             args.fail_on_regression)
+    writable_dir(args.out, "--out")  # before the run: it must not end unable to write
     pins = blas_pin_env()
     if args.native_blas and pins and LIFTED_MARK not in os.environ:
         return _rerun_without(pins, argv)
