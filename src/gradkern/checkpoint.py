@@ -582,13 +582,19 @@ def _check_training(path, training, rng_like: np.random.Generator | None) -> tup
 # ------------------------------------------------------------------ loading
 def load(path, backend: str = "auto"):
     """A model from a checkpoint written by `model.save` (or by fit's checkpointing)."""
-    model, _, _ = load_checkpoint(path, backend=backend)
+    model, _, _ = _load(path, backend, with_optimizer=False, with_training=False)
     return model
 
 
 def load_checkpoint(path, backend: str = "auto", with_optimizer: bool = False):
     """(model, optimizer or None, training dict or None), every shape and value checked
     before the model is built or filled."""
+    return _load(path, backend, with_optimizer, with_training=True)
+
+
+def _load(path, backend, with_optimizer: bool, with_training: bool):
+    """load_checkpoint; with_training=False ignores (and does not check) the training
+    position, which `load` does not return."""
     from . import backends as _backends
     from . import optim as _optim
 
@@ -609,7 +615,7 @@ def load_checkpoint(path, backend: str = "auto", with_optimizer: bool = False):
         except (KeyError, TypeError, ValueError, OverflowError) as exc:
             raise CheckpointError(f"{path}: optimizer config is invalid: "
                                   f"{_short(str(exc), 300)}") from None
-    if "training" in meta:
+    if with_training and "training" in meta:
         training = _parse_json(path, meta["training"], "training state", allow_nan=True)
         _check_training(path, training, np.random.default_rng())
     model = _model_from_config(cfg, backend, path)
