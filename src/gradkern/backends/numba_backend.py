@@ -43,8 +43,11 @@ never 'nnan'/'ninf', which would let the compiler drop the finiteness check.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import types
+import warnings
 
 import numpy as np
 
@@ -91,6 +94,129 @@ from .base import GOLDEN, LAYER_MIX, MASK64, Backend, require_elements
 # The on-disk cache is keyed by signature and source, not by compile flags: code cached
 # without bounds checks would be reused under NUMBA_BOUNDSCHECK=1. So that run compiles.
 CACHE = not numba.config.BOUNDSCHECK
+
+# ---- the disk cache, guarded ----------------------------------------------------------
+# Every cached function of this module goes through _GuardedCache (installed by
+# _guard_caches below, before any of them runs). It fixes three ways a cache filled by
+# earlier processes could crash or mislead a later one:
+#
+# 1. numba loses the parallel backend's re-initialisation across cache generations
+#    (numba issues #8578, #4807, still open in 0.68). An entry compiled with a prange
+#    records `_reload_parfors` (start the threading layer, which defines the symbols
+#    such as numba_parallel_for that its code links against) and runs it when loaded.
+#    Its callers inherit that only from a callee compiled in the same process: a
+#    callee loaded from the disk cache has an empty library._reload_init. So a caller
+#    compiled after its parallel callee was cached (sgd_update compiled in one process
+#    over _sgd / _sgd_par cached by an earlier `gradkern train`) is saved without it,
+#    and the next process that loads that caller first calls into the threading layer
+#    through a null address on entry: SIGSEGV, though the prange is never reached
+#    (par_min is 2**62). The literal `par_min` of the kernels (a second signature of
+#    _sgd, _adam, _sum_squares) only made such late compiles likelier; every call site
+#    now passes int64. The fix: the threading layer is started before any entry is
+#    loaded (a few ms, once per process), which is all `_reload_parfors` does.
+# 2. numba keys an entry by signature, this file's source stamp and the function's
+#    bytecode, not by the globals it freezes in as constants. The plan columns, layer
+#    and optimizer codes and seeds come from plan.py, optim.py and base.py: an edit
+#    there would reuse code indexing the old layout. The key also holds the values of
+#    every constant a function (and every jitted function it calls) reads.
+# 3. An index or data file that cannot be read (truncated, or not a pickle) is a cache
+#    miss with a warning: the function compiles again and the entry is rewritten.
+#    Files of another numba version are already ignored by numba itself.
+
+
+class CacheWarning(RuntimeWarning):
+    """The numba disk cache could not be read or written; the function was compiled."""
+
+
+def _start_threading_layer() -> None:
+    """Load numba's threading layer (what `_reload_parfors` would do), once per process."""
+    numba.get_num_threads()  # calls numba.np.ufunc.parallel._launch_threads()
+
+
+_CONST_TYPES = (bool, int, float, complex, str, bytes, np.number, np.bool_, tuple, frozenset)
+
+
+def _constants_key(py_func, seen: set | None = None) -> str:
+    """A hash of the values of the global constants py_func reads, and those of the
+    jitted functions it calls, transitively (their code is linked into its entry)."""
+    seen = set() if seen is None else seen
+    seen.add(id(py_func))
+    names: set[str] = set()
+    codes = [py_func.__code__]
+    while codes:
+        code = codes.pop()
+        names.update(code.co_names)
+        codes.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    g = py_func.__globals__
+    parts = []
+    for name in sorted(names):
+        if name not in g:
+            continue
+        value = g[name]
+        if isinstance(value, _CONST_TYPES):
+            parts.append(f"{name}={value!r}")
+        elif isinstance(getattr(value, "py_func", None), types.FunctionType):
+            callee = value.py_func
+            if id(callee) not in seen:
+                parts.append(f"{name}->{_constants_key(callee, seen)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+try:
+    from numba.core.caching import FunctionCache
+except ImportError:  # a numba whose cache classes moved: plain caching, threads up front
+    FunctionCache = None
+    _start_threading_layer()
+else:
+
+    class _GuardedCache(FunctionCache):
+        """numba's FunctionCache with the three guards above."""
+
+        def __init__(self, py_func):
+            super().__init__(py_func)
+            self._constants = None  # computed on first use, when the module is complete
+
+        def _index_key(self, sig, codegen):
+            if self._constants is None:
+                self._constants = _constants_key(self._py_func)
+            return (*super()._index_key(sig, codegen), self._constants)
+
+        def load_overload(self, sig, target_context):
+            _start_threading_layer()
+            try:
+                return super().load_overload(sig, target_context)
+            except Exception as exc:  # unreadable entry: compile instead
+                self._warn("read", exc)
+                return None
+
+        def save_overload(self, sig, data):
+            try:
+                super().save_overload(sig, data)
+            except Exception:
+                try:  # an unreadable index blocks every save: start it afresh
+                    self._cache_file.flush()
+                    super().save_overload(sig, data)
+                except Exception as exc:
+                    self._warn("write", exc)
+
+        def _warn(self, what, exc):
+            warnings.warn(f"numba disk cache: could not {what} the entry of "
+                          f"{self._py_func.__qualname__} in {self._cache_path} "
+                          f"({type(exc).__name__}: {exc}); compiled in this process instead",
+                          CacheWarning, stacklevel=2)
+
+
+def _guard_caches(namespace: dict) -> int:
+    """Give every disk-cached dispatcher in namespace a _GuardedCache; returns how many."""
+    if FunctionCache is None:
+        return 0
+    n = 0
+    for obj in namespace.values():
+        cache = getattr(obj, "_cache", None)
+        if type(cache) is FunctionCache:
+            obj._cache = _GuardedCache(obj.py_func)
+            n += 1
+    return n
 
 _GOLDEN = np.uint64(GOLDEN)
 _LAYER_MIX = np.uint64(LAYER_MIX)
@@ -448,7 +574,7 @@ def _sgd(params, grads, buf, hyper, step, par_min):
     if n >= par_min:
         _sgd_par(params, grads, buf, hyper, step)
     else:
-        _sgd_range(params, grads, buf, hyper, step, 0, n)
+        _sgd_range(params, grads, buf, hyper, step, np.int64(0), n)
 
 
 @njit(cache=CACHE)
@@ -459,7 +585,7 @@ def _adam(params, grads, m, v, hyper, step, par_min):
     if n >= par_min:
         _adam_par(params, grads, m, v, hyper, step)
     else:
-        _adam_range(params, grads, m, v, hyper, step, 0, n)
+        _adam_range(params, grads, m, v, hyper, step, np.int64(0), n)
 
 
 @njit(cache=CACHE, fastmath=_FM)
@@ -497,19 +623,19 @@ def _sum_squares(x, par_min):
 @njit(cache=CACHE)
 def sgd_update(params, grads, buf, hyper, step):
     # torch.optim.SGD on flat buffers (n,); buf is the momentum buffer; step from 1
-    _sgd(params, grads, buf, hyper, step, PAR_MIN)
+    _sgd(params, grads, buf, hyper, step, np.int64(PAR_MIN))
 
 
 @njit(cache=CACHE)
 def adam_update(params, grads, m, v, hyper, step):
     # torch.optim.Adam / AdamW (hyper decoupled) on flat buffers (n,); step from 1
-    _adam(params, grads, m, v, hyper, step, PAR_MIN)
+    _adam(params, grads, m, v, hyper, step, np.int64(PAR_MIN))
 
 
 @njit(cache=CACHE)
 def sum_squares(x):
     # Σ x² of a flat array (n,), in float64: chunks of CHUNK, added in chunk order
-    return _sum_squares(x, PAR_MIN)
+    return _sum_squares(x, np.int64(PAR_MIN))
 
 
 @njit(cache=CACHE)
@@ -617,7 +743,8 @@ def _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, 
     rows = x.shape[0]
     last = ops.shape[0] - 1
     k = ops[last, K_OUT]
-    _forward(ops, fargs, params, state, acts, cache, out_off, cache_off, x, True, seed)
+    _forward(ops, fargs, params, state, acts, cache, out_off, cache_off, x, np.bool_(True),
+             seed)
     pred = _block(acts, out_off[last], rows, k)
     dpred = _block(dacts, out_off[last], rows, k)
     loss = loss_forward_backward(loss_kind, dpred, pred, target, labels)
@@ -710,6 +837,9 @@ def _touch_threads(a):
     # a trivial parallel region: starts the threading layer so it can be named
     for i in prange(a.shape[0]):
         a[i] = i
+
+
+GUARDED = _guard_caches(globals())  # before any function above runs or loads
 
 
 # ============================================================================ backend
@@ -1075,6 +1205,7 @@ class NumbaBackend(Backend):
             "blas": _blas_info(),
             "par_min": self.par_min,
             "disk_cache": CACHE,
+            "disk_cache_guarded": GUARDED,  # functions under _GuardedCache
             "boundscheck": bool(numba.config.BOUNDSCHECK),
             # driver/dtype -> seconds of its first call: compile, or load from the disk cache
             "first_call_seconds": dict(self._first_call),
