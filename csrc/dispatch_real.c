@@ -14,10 +14,12 @@ static int64_t F(gemm_work_isa)(int isa, int64_t m, int64_t n, int64_t k, int64_
     }
 }
 
-/* scratch for any ISA, any thread count up to the processors here, either trans_b */
+/* scratch for any ISA, any thread count up to the processors here (never the thread count
+   asked for: that may be anything), either trans_b; G(work) caps it by the work too */
 static int64_t F(gemm_work_max)(int64_t m, int64_t n, int64_t k)
 {
     int threads = gk_max_threads();
+    read_env();  /* the parallel threshold, before it is used to size anything */
     int64_t need = 0;
     for (int isa = GK_ISA_GENERIC; isa <= GK_ISA_AVX512; isa++) {
         int64_t w = F(gemm_work_isa)(isa, m, n, k, 1, threads);
@@ -134,7 +136,17 @@ double F(gk_fma_loop)(int64_t iters, int threads)
 {
     double flops = 0;
     int isa = gk_isa();
-    if (threads < 1) threads = 1;
+    int most = gk_max_threads();  /* the processors here; 1 in a forked child */
+    if (threads > most) threads = most;
+    if (threads <= 1) {  /* no parallel region: fork-safe */
+        switch (isa) {
+#if GK_X86
+        case GK_ISA_AVX512: return SFX(fma_loop_avx512)(iters);
+        case GK_ISA_AVX2: return SFX(fma_loop_avx2)(iters);
+#endif
+        default: return SFX(fma_loop_generic)(iters);
+        }
+    }
 #pragma omp parallel num_threads(threads) reduction(+ : flops)
     {
         switch (isa) {

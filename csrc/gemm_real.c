@@ -197,8 +197,8 @@ static void G(epilogue)(int kind, const REAL *c, REAL *out, const REAL *aux, int
         case GK_EPI_IDENTITY:
             for (int64_t j = 0; j < nr; j++) o[j] = cr[j];
             break;
-        case GK_EPI_RELU:
-            for (int64_t j = 0; j < nr; j++) o[j] = cr[j] > 0 ? cr[j] : 0;
+        case GK_EPI_RELU:  /* NaN stays NaN, as np.maximum(x, 0) (x > 0 ? x : 0 lost it) */
+            for (int64_t j = 0; j < nr; j++) o[j] = cr[j] <= 0 ? (REAL)0 : cr[j];
             break;
         case GK_EPI_LEAKY:
             for (int64_t j = 0; j < nr; j++)
@@ -309,10 +309,17 @@ static int G(use_small)(int64_t m, int64_t n, int64_t k)
     return m * n * k <= SMALL_MNK || m <= MR;
 }
 
+/* Scratch for a GEMM on at most `threads` threads: never more threads than G(gemm) would
+   use for this product (one below the parallel threshold, at most one per tile of the
+   split dimension), so a small layer on a many-core machine asks for little. */
 static int64_t G(work)(int64_t m, int64_t n, int64_t k, int64_t trans_b, int threads)
 {
     int small = G(use_small)(m, n, k);
     int64_t per = (small ? 0 : G(work_a)()) + ((small && !trans_b) ? 0 : G(work_b)(n));
+    if ((double)m * (double)n * (double)k < g_par_mnk) threads = 1;
+    int64_t tiles = n >= m ? (n + NR - 1) / NR : (m + MR - 1) / MR;
+    if (threads > tiles) threads = (int)tiles;
+    if (threads < 1) threads = 1;
     return per * threads;
 }
 

@@ -76,7 +76,21 @@ static inline uint64_t layer_seed(uint64_t seed, int64_t i)
 
 /* ---------------------------------------------------------------- runtime */
 
-static int g_threads = 0;  /* 0: not set yet, use OpenMP's default */
+/* Threads. g_threads is what gk_set_threads asked for (0: not set, OpenMP's default, i.e.
+   $OMP_NUM_THREADS). Neither is trusted as is: every count used, for running or for sizing
+   a workspace, is capped by the processors this process may run on (libgomp's
+   omp_get_num_procs counts the sched affinity mask), so OMP_NUM_THREADS=100000 neither
+   starts 100000 threads nor sizes a workspace for them.
+
+   g_single is set in a fork()ed child (gk_after_fork_child, which the Python wrapper
+   registers with os.register_at_fork): libgomp's thread pool does not survive fork, and
+   entering any parallel region in the child -- even one with num_threads(1) or a false
+   if() clause, which still waits for the parent's docked threads -- hangs for ever. From
+   then on every kernel takes its serial path and never reaches a `#pragma omp parallel`.
+   Results do not depend on the thread count, so the child computes exactly what the
+   parent would. */
+static int g_threads = 0;
+static volatile int g_single = 0;
 
 int gk_openmp(void)
 {
@@ -87,15 +101,21 @@ int gk_openmp(void)
 #endif
 }
 
-static int gk_max_threads(void)
+/* the processors this process may use (at least 1) */
+static int gk_procs(void)
 {
 #ifdef _OPENMP
     int procs = omp_get_num_procs();
-    int cur = g_threads > 0 ? g_threads : omp_get_max_threads();
-    return procs > cur ? procs : cur;
+    return procs > 1 ? procs : 1;
 #else
     return 1;
 #endif
+}
+
+/* the most threads any kernel may use from now on: the ceiling workspaces are sized for */
+static int gk_max_threads(void)
+{
+    return g_single ? 1 : gk_procs();
 }
 
 void gk_set_threads(int n)
@@ -103,14 +123,28 @@ void gk_set_threads(int n)
     g_threads = n < 1 ? 1 : n;
 }
 
+/* threads a parallel kernel uses now: the count asked for, capped by the processors;
+   1 in a forked child */
 int gk_get_threads(void)
 {
 #ifdef _OPENMP
-    if (g_threads <= 0) g_threads = omp_get_max_threads();
-    return g_threads;
+    if (g_single) return 1;
+    int want = g_threads > 0 ? g_threads : omp_get_max_threads();
+    int procs = gk_procs();
+    return want < 1 ? 1 : want > procs ? procs : want;
 #else
     return 1;
 #endif
+}
+
+void gk_after_fork_child(void)
+{
+    g_single = 1;
+}
+
+int gk_single_threaded(void)
+{
+    return g_single;
 }
 
 static inline int gk_thread_num(void)
@@ -132,6 +166,21 @@ static int g_isa = -1;
 /* GEMMs of at least this many multiply-adds use all threads ($GRADKERN_PAR_MNK overrides,
    for tuning on a given machine) */
 static double g_par_mnk = PAR_MNK;
+static int g_env_read = 0;
+
+/* $GRADKERN_PAR_MNK, read once before the first GEMM or workspace size: only a whole,
+   finite, positive number counts; anything else keeps the default (the wrapper warns) */
+static void read_env(void)
+{
+    if (g_env_read) return;
+    const char *par = getenv("GRADKERN_PAR_MNK");
+    if (par && *par) {
+        char *end = NULL;
+        double v = strtod(par, &end);
+        if (end && *end == '\0' && isfinite(v) && v > 0) g_par_mnk = v;
+    }
+    g_env_read = 1;
+}
 
 int gk_best_isa(void)
 {
@@ -149,6 +198,7 @@ int gk_best_isa(void)
 int gk_set_isa(int isa)
 {
     int best = gk_best_isa();
+    read_env();
     g_isa = isa < GK_ISA_GENERIC ? GK_ISA_GENERIC : isa > best ? best : isa;
     return g_isa;
 }
@@ -160,8 +210,6 @@ int gk_isa(void)
         int want = GK_ISA_AVX512;
         if (env && strcmp(env, "generic") == 0) want = GK_ISA_GENERIC;
         if (env && strcmp(env, "avx2") == 0) want = GK_ISA_AVX2;
-        const char *par = getenv("GRADKERN_PAR_MNK");
-        if (par && atof(par) > 0) g_par_mnk = atof(par);
         gk_set_isa(want);
     }
     return g_isa;

@@ -38,8 +38,10 @@ int gk_isa(void);                  /* the instruction set in use */
 int gk_set_isa(int isa);           /* choose one (tests); returns the one in use afterwards */
 int gk_best_isa(void);             /* the best this CPU supports */
 int gk_openmp(void);               /* 1 when built with OpenMP */
-void gk_set_threads(int n);
-int gk_get_threads(void);
+void gk_set_threads(int n);         /* threads asked for; used capped by the processors */
+int gk_get_threads(void);          /* threads a parallel kernel uses now */
+void gk_after_fork_child(void);    /* call in a fork()ed child: serial from then on */
+int gk_single_threaded(void);      /* 1 after gk_after_fork_child */
 const char *gk_build_info(void);   /* compiler and flags */
 int gk_tile_f32(int64_t *mr, int64_t *nr, int64_t *kc);  /* register tile of the ISA in use */
 int gk_tile_f64(int64_t *mr, int64_t *nr, int64_t *kc);

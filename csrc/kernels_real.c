@@ -22,8 +22,8 @@ int F(gk_activation_forward)(int64_t kind, REAL *out, const REAL *inp, int64_t n
     case GK_IDENTITY:
         if (out != inp) memmove(out, inp, (size_t)n * sizeof(REAL));
         return GK_OK;
-    case GK_RELU:
-        for (int64_t i = 0; i < n; i++) out[i] = inp[i] > 0 ? inp[i] : 0;
+    case GK_RELU:  /* np.maximum(x, 0): NaN stays NaN (x > 0 ? x : 0 would make it 0) */
+        for (int64_t i = 0; i < n; i++) out[i] = inp[i] <= 0 ? (REAL)0 : inp[i];
         return GK_OK;
     case GK_LEAKY_RELU:
         for (int64_t i = 0; i < n; i++) out[i] = inp[i] * (inp[i] > 0 ? (REAL)1 : (REAL)GK_LEAKY);

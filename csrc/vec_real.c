@@ -27,10 +27,16 @@ static double G(sum_squares)(const REAL *x, int64_t n)
     if (n < GK_PAR_STREAM) return G(sum_squares_range)(x, 0, n);
     double part[GK_SUM_PARTS];
     int threads = gk_get_threads();
-    (void)threads;  /* unused without OpenMP */
-#pragma omp parallel for schedule(dynamic, 1) num_threads(threads) if (threads > 1)
-    for (int p = 0; p < GK_SUM_PARTS; p++)
-        part[p] = G(sum_squares_range)(x, n * p / GK_SUM_PARTS, n * (p + 1) / GK_SUM_PARTS);
+    if (threads > GK_SUM_PARTS) threads = GK_SUM_PARTS;
+    if (threads <= 1) {  /* the same parts, without entering a parallel region (fork-safe) */
+        for (int p = 0; p < GK_SUM_PARTS; p++)
+            part[p] = G(sum_squares_range)(x, n * p / GK_SUM_PARTS, n * (p + 1) / GK_SUM_PARTS);
+    } else {
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+        for (int p = 0; p < GK_SUM_PARTS; p++)
+            part[p] = G(sum_squares_range)(x, n * p / GK_SUM_PARTS,
+                                           n * (p + 1) / GK_SUM_PARTS);
+    }
     double s = 0;
     for (int p = 0; p < GK_SUM_PARTS; p++) s += part[p];
     return s;
@@ -97,7 +103,8 @@ static void G(adam_range)(REAL *params, REAL *m, REAL *v, const REAL *grads,
 #define GK_STREAM(n, body)                                                     \
     do {                                                                       \
         int threads_ = (n) >= GK_PAR_STREAM ? gk_get_threads() : 1;            \
-        if (threads_ <= 1) {                                                   \
+        if (threads_ > GK_SUM_PARTS) threads_ = GK_SUM_PARTS;                  \
+        if (threads_ <= 1) {  /* no parallel region at all: fork-safe */       \
             int64_t lo = 0, hi = (n);                                          \
             body;                                                              \
         } else {                                                               \

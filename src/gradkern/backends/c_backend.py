@@ -18,7 +18,18 @@ another and every element sums in the same order: results are bit-identical for 
 thread count); smaller products, and streaming kernels under 1M elements, run on the
 calling thread without entering a parallel region (entering one costs ~0.5 µs even when
 it runs serially). $GRADKERN_PAR_MNK moves the GEMM threshold, $GRADKERN_ISA forces
-'generic', 'avx2' or 'avx512'.
+'generic', 'avx2' or 'avx512' (an unknown value is ignored with a warning). The thread
+count asked for ($OMP_NUM_THREADS or set_threads) is capped by the processors this process
+may run on, and the GEMM workspace is sized for that many threads at most, fewer when the
+product would not use them: OMP_NUM_THREADS=100000 costs nothing.
+
+Fork: libgomp's thread pool does not survive fork(); a child that enters any OpenMP
+parallel region after its parent used one hangs. As PyTorch does, a fork()ed child (os.fork,
+multiprocessing's 'fork' start method) is put into single-threaded mode by an
+os.register_at_fork hook: from then on no kernel enters a parallel region, whatever
+set_threads asks. Results are bit-identical for any thread count, so the child computes
+exactly what the parent would; use the 'spawn' or 'forkserver' start method for
+multi-threaded children.
 
 Measured here (AMD EPYC Zen 4, 1 thread, CPU time, float32; the machine was shared, so
 2-thread figures were not steady enough to quote): the micro-kernel runs at ~117 GFLOP/s
@@ -36,6 +47,7 @@ import importlib.util
 import os
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -75,6 +87,36 @@ if not any(k in os.environ for k in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")):
 
 _ext = _load_extension()
 ffi, lib = _ext.ffi, _ext.lib
+
+
+def _after_fork_in_child() -> None:
+    """In a fork()ed child: never enter an OpenMP parallel region again (libgomp's pool of
+    the parent is gone; waiting for it would hang)."""
+    lib.gk_after_fork_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _check_environment() -> None:
+    """Warn about settings C would silently ignore (it never trusts them beyond that)."""
+    isa = os.environ.get("GRADKERN_ISA")
+    if isa and isa not in ("generic", "avx2", "avx512"):
+        warnings.warn(f"GRADKERN_ISA={isa!r} is not one of generic, avx2, avx512; ignored",
+                      RuntimeWarning, stacklevel=3)
+    par = os.environ.get("GRADKERN_PAR_MNK")
+    if par:
+        try:
+            ok = 0.0 < float(par) < float("inf")
+        except ValueError:
+            ok = False
+        if not ok:
+            warnings.warn(f"GRADKERN_PAR_MNK={par!r} is not a positive finite number; ignored",
+                          RuntimeWarning, stacklevel=3)
+
+
+_check_environment()
 
 ISA_NAMES = {0: "generic", 1: "avx2", 2: "avx512"}
 ERRORS = {
@@ -559,9 +601,10 @@ class CBackend(Backend):
 
     # ------------------------------------------------------------------ threads, report
     def set_threads(self, n: int) -> int:
-        """OpenMP threads of the GEMM and the streaming kernels; returns what was set."""
-        n = max(1, int(n))
-        lib.gk_set_threads(n)
+        """OpenMP threads of the GEMM and the streaming kernels; returns the count in use
+        (n capped by the processors here; 1 in a fork()ed child)."""
+        n = int(n)
+        lib.gk_set_threads(max(1, min(n, 1 << 30)))  # C caps it by the processors anyway
         return int(lib.gk_get_threads())
 
     def set_isa(self, name: str) -> str:
@@ -608,6 +651,7 @@ class CBackend(Backend):
             "best_isa": ISA_NAMES[int(lib.gk_best_isa())],
             "openmp": bool(lib.gk_openmp()),
             "threads": int(lib.gk_get_threads()),
+            "single_threaded_after_fork": bool(lib.gk_single_threaded()),
             "build": ffi.string(lib.gk_build_info()).decode(),
             "sanitized": bool(lib.gk_sanitized()),
             "tile_f32": self.tile(np.float32),
