@@ -26,9 +26,19 @@ from .trainer import EarlyStopping, History
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name):  # MLPClassifier, MLPRegressor: import scikit-learn (~1 s) on first use
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import sklearn
+
+        return getattr(sklearn, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "Buffers", "CheckpointError", "Dense",
-    "Dropout", "EarlyStopping", "GELU", "History", "Identity", "LeakyReLU", "MLP", "Plan", "ReLU",
+    "Dropout", "EarlyStopping", "GELU", "History", "Identity", "LeakyReLU", "MLP", "MLPClassifier",
+    "MLPRegressor", "Plan", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "TrainingDiverged", "backends", "datasets", "get_threads",
     "load", "optim", "set_threads",
 ]
