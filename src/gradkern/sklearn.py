@@ -497,8 +497,11 @@ class _BaseMLP(BaseEstimator):
     def _backend_for(self, name: str) -> str:
         """The backend the model ran on, or 'auto' if it asked for that and that one does
         not load in this process."""
-        if getattr(self, "backend", "auto") == "auto" and name not in _backends.available():
-            return "auto"
+        if getattr(self, "backend", "auto") == "auto":
+            try:
+                _backends.get(name)
+            except _backends.BackendUnavailable:
+                return "auto"
         return name
 
     def __sklearn_tags__(self):
