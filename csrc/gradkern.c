@@ -101,12 +101,17 @@ int gk_openmp(void)
 #endif
 }
 
-/* the processors this process may use (at least 1) */
+/* the processors this process may use (at least 1), counted once: omp_get_num_procs asks
+   the kernel for the affinity mask on every call */
+static int g_procs = 0;
 static int gk_procs(void)
 {
 #ifdef _OPENMP
-    int procs = omp_get_num_procs();
-    return procs > 1 ? procs : 1;
+    if (g_procs < 1) {
+        int procs = omp_get_num_procs();
+        g_procs = procs > 1 ? procs : 1;
+    }
+    return g_procs;
 #else
     return 1;
 #endif
