@@ -20,8 +20,9 @@ enum {
     GK_DENSE = 0, GK_ACTIVATION = 1, GK_BATCHNORM = 2, GK_DROPOUT = 3,
     /* columns of Plan.ops and Plan.fargs */
     GK_K_KIND = 0, GK_K_IN = 1, GK_K_OUT = 2, GK_K_PA = 3, GK_K_PB = 4, GK_K_SA = 5,
-    GK_K_SB = 6, GK_K_ACT = 7, GK_K_OUTOFF = 8, GK_K_CACHE = 9, GK_OPS_COLS = 10,
-    GK_F_P = 0, GK_F_EPS = 0, GK_F_MOM = 1, GK_FARGS_COLS = 2,
+    GK_K_SB = 6, GK_K_ACT = 7, GK_K_OUTOFF = 8, GK_K_CACHE = 9, GK_K_CACHE_ROW = 10,
+    GK_OPS_COLS = 11,
+    GK_F_P = 0, GK_F_EPS = 1, GK_F_MOM = 2, GK_FARGS_COLS = 3,
     /* optimizer kinds and columns of Optimizer.hyper, as optim.py */
     GK_SGD = 0, GK_ADAM = 1,
     GK_H_LR = 0, GK_H_MOM = 1, GK_H_DAMP = 2, GK_H_NESTEROV = 3, GK_H_WD = 4, GK_H_BETA1 = 5,

@@ -11,12 +11,12 @@ import math
 
 import numpy as np
 
+from .contract import HYPER_COLS, Hyper, Opt
 from .plan import aligned_zeros
 
-SGD_KIND, ADAM_KIND = 0, 1
-# columns of Optimizer.hyper, read by every backend's update kernel
-H_LR, H_MOM, H_DAMP, H_NESTEROV, H_WD, H_BETA1, H_BETA2, H_EPS, H_DECOUPLED = range(9)
-HYPER_COLS = 9
+# Transitional aliases of the contract's members, for code not yet moved to it.
+SGD_KIND, ADAM_KIND = Opt.SGD, Opt.ADAM
+H_LR, H_MOM, H_DAMP, H_NESTEROV, H_WD, H_BETA1, H_BETA2, H_EPS, H_DECOUPLED = Hyper
 
 
 def _check_number(name: str, value: float, low: float = 0.0, high: float = math.inf,
@@ -42,6 +42,10 @@ class Optimizer:
         self.buf2: np.ndarray | None = None
         self.step = np.zeros(1, dtype=np.int64)  # an array so compiled drivers update it
         self._owner: tuple[int, np.dtype] | None = None
+
+    def hparams(self) -> dict[str, float]:
+        """Every column of `hyper` by its contract name: {'lr': ..., 'momentum': ...}."""
+        return {h.name.lower(): float(self.hyper[h]) for h in Hyper}
 
     @property
     def lr(self) -> float:

@@ -13,35 +13,38 @@ from dataclasses import dataclass
 
 import numpy as np
 
-# ---- codes shared by every backend (the C header repeats them as an enum) ----
+from .contract import (
+    ALIGN_BYTES,
+    FARGS_COLS,
+    LEAKY_SLOPE,
+    OPS_COLS,
+    Act,
+    Fargs,
+    Layer,
+    Loss,
+    Ops,
+    code,
+    names,
+)
 
-ACTIVATIONS = ("identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu")
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy")
+# the public spellings, in code order (gradkern.contract declares the codes)
+ACTIVATIONS = names(Act)
+LOSSES = names(Loss)
 
-DENSE, ACTIVATION, BATCHNORM, DROPOUT = 0, 1, 2, 3
-LAYER_KINDS = ("dense", "activation", "batchnorm", "dropout")
-
-# columns of Plan.ops
-K_KIND, K_IN, K_OUT, K_PA, K_PB, K_SA, K_SB, K_ACT, K_OUTOFF, K_CACHE = range(10)
-OPS_COLS = 10
-# columns of Plan.fargs: dropout p, or batchnorm eps and momentum
-F_P, F_EPS, F_MOM = 0, 0, 1
-FARGS_COLS = 2
-
-LEAKY_SLOPE = 0.01
-ALIGN_BYTES = 64
+# Transitional aliases of the contract's members, for code not yet moved to it.
+DENSE, ACTIVATION, BATCHNORM, DROPOUT = Layer.DENSE, Layer.ACTIVATION, Layer.BATCHNORM, Layer.DROPOUT
+K_KIND, K_IN, K_OUT, K_PA, K_PB, K_SA, K_SB, K_ACT, K_OUTOFF, K_CACHE, K_CACHE_ROW = Ops
+F_P, F_EPS, F_MOM = Fargs.P, Fargs.EPS, Fargs.MOMENTUM
+__all__ = ["ACTIVATIONS", "ALIGN_BYTES", "FARGS_COLS", "LEAKY_SLOPE", "LOSSES", "OPS_COLS",
+           "Buffers", "LayerSpec", "Plan", "activation_code", "aligned_zeros", "loss_code"]
 
 
 def activation_code(name: str) -> int:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"unknown activation {name!r}; known: {', '.join(ACTIVATIONS)}")
-    return ACTIVATIONS.index(name)
+    return code(Act, name, "activation")
 
 
 def loss_code(name: str) -> int:
-    if name not in LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(LOSSES)}")
-    return LOSSES.index(name)
+    return code(Loss, name, "loss")
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -98,33 +101,34 @@ class Plan:
                 raise ValueError(f"layer widths do not chain: {prev.n_out} -> {cur.n_in}")
 
         align = ALIGN_BYTES // self.dtype.itemsize
-        ops = np.zeros((len(layers), OPS_COLS), dtype=np.int64)
+        ops = np.full((len(layers), OPS_COLS), -1, dtype=np.int64)  # -1: column unused
         fargs = np.zeros((len(layers), FARGS_COLS), dtype=np.float64)
-        p_off = s_off = a_off = c_off = 0  # params, state, per-row acts, cache (per-row part)
-        c_fixed = 0  # cache entries that do not scale with the batch
+        p_off = s_off = a_off = 0  # params, state, per-row acts
+        c_fixed = c_row = 0  # cache entries: fixed-size blocks, and blocks per batch row
         for i, L in enumerate(layers):
             row = ops[i]
-            row[K_KIND], row[K_IN], row[K_OUT], row[K_ACT] = L.kind, L.n_in, L.n_out, L.activation
-            if L.kind == DENSE:
-                row[K_PA] = p_off
+            row[Ops.KIND], row[Ops.IN], row[Ops.OUT] = L.kind, L.n_in, L.n_out
+            row[Ops.ACT] = L.activation
+            if L.kind == Layer.DENSE:
+                row[Ops.PA] = p_off
                 p_off = _round_up(p_off + L.n_in * L.n_out, align)
-                row[K_PB] = p_off
+                row[Ops.PB] = p_off
                 p_off = _round_up(p_off + L.n_out, align)
-            elif L.kind == BATCHNORM:
-                row[K_PA] = p_off
+            elif L.kind == Layer.BATCHNORM:
+                row[Ops.PA] = p_off
                 p_off = _round_up(p_off + L.n_out, align)
-                row[K_PB] = p_off
+                row[Ops.PB] = p_off
                 p_off = _round_up(p_off + L.n_out, align)
-                row[K_SA], row[K_SB] = s_off, s_off + L.n_out
+                row[Ops.SA], row[Ops.SB] = s_off, s_off + L.n_out
                 s_off += 2 * L.n_out
-                row[K_CACHE] = c_fixed  # batch mean, biased var, rstd: 3*OC entries
+                row[Ops.CACHE] = c_fixed  # batch mean, biased var, rstd: 3*OC entries
                 c_fixed += 3 * L.n_out
-                fargs[i, F_EPS], fargs[i, F_MOM] = L.eps, L.momentum
-            elif L.kind == DROPOUT:
-                row[K_CACHE] = -1 - c_off  # negative: a per-row block, resolved below
-                c_off += L.n_out
-                fargs[i, F_P] = L.p
-            row[K_OUTOFF] = a_off  # scaled by the capacity in Buffers
+                fargs[i, Fargs.EPS], fargs[i, Fargs.MOMENTUM] = L.eps, L.momentum
+            elif L.kind == Layer.DROPOUT:
+                row[Ops.CACHE_ROW] = c_row  # the (B, OC) mask, scaled by the capacity
+                c_row += L.n_out
+                fargs[i, Fargs.P] = L.p
+            row[Ops.OUTOFF] = a_off  # scaled by the capacity in Buffers
             a_off += L.n_out
         self.ops = ops
         self.fargs = fargs
@@ -132,39 +136,50 @@ class Plan:
         self.n_state = s_off
         self.acts_per_row = a_off
         self.cache_fixed = c_fixed
-        self.cache_per_row = c_off
+        self.cache_per_row = c_row
 
-    # -- geometry -------------------------------------------------------------
-    def dense_layers(self) -> list[int]:
-        return [i for i, L in enumerate(self.layers) if L.kind == DENSE]
+    # -- layout: every view into the flat buffers is cut here ------------------
+    def params_of(self, i: int, flat: np.ndarray) -> dict[str, np.ndarray]:
+        """Named views of layer i's tensors in a params-shaped flat array (params, grads,
+        optimizer state): {'W' (C, OC), 'b' (OC,)} for a dense layer, {'gamma', 'beta'}
+        (OC,) for a batchnorm, {} for a layer without parameters."""
+        L, r = self.layers[i], self.ops[i]
+        if L.kind == Layer.DENSE:
+            k = L.n_in * L.n_out
+            return {"W": flat[r[Ops.PA] : r[Ops.PA] + k].reshape(L.n_in, L.n_out),
+                    "b": flat[r[Ops.PB] : r[Ops.PB] + L.n_out]}
+        if L.kind == Layer.BATCHNORM:
+            return {"gamma": flat[r[Ops.PA] : r[Ops.PA] + L.n_out],
+                    "beta": flat[r[Ops.PB] : r[Ops.PB] + L.n_out]}
+        return {}
+
+    def state_of(self, i: int, state: np.ndarray) -> dict[str, np.ndarray]:
+        """{'running_mean', 'running_var'} (OC,) of a batchnorm layer, {} otherwise."""
+        L, r = self.layers[i], self.ops[i]
+        if L.kind == Layer.BATCHNORM:
+            return {"running_mean": state[r[Ops.SA] : r[Ops.SA] + L.n_out],
+                    "running_var": state[r[Ops.SB] : r[Ops.SB] + L.n_out]}
+        return {}
 
     def param_views(self, flat: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         """(W, b) views of each dense layer, (gamma, beta) of each batchnorm, in order."""
-        out = []
-        for i, L in enumerate(self.layers):
-            r = self.ops[i]
-            if L.kind == DENSE:
-                W = flat[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
-                b = flat[r[K_PB] : r[K_PB] + L.n_out]
-                out.append((W, b))
-            elif L.kind == BATCHNORM:
-                out.append((flat[r[K_PA] : r[K_PA] + L.n_out], flat[r[K_PB] : r[K_PB] + L.n_out]))
-        return out
+        return [tuple(v.values()) for i in range(len(self.layers))
+                if (v := self.params_of(i, flat))]
 
     def flops_per_step(self, batch: int) -> int:
         """DESIGN §7: 6·B·Σ C·OC − 2·B·C0·OC0 (no input gradient for the first layer)."""
-        dense = [L for L in self.layers if L.kind == DENSE]
+        dense = [L for L in self.layers if L.kind == Layer.DENSE]
         total = sum(6 * batch * L.n_in * L.n_out for L in dense)
         return total - 2 * batch * dense[0].n_in * dense[0].n_out
 
     def describe(self) -> str:
         parts = []
         for L in self.layers:
-            if L.kind == DENSE:
+            if L.kind == Layer.DENSE:
                 parts.append(f"Dense({L.n_in}->{L.n_out})")
-            elif L.kind == ACTIVATION:
+            elif L.kind == Layer.ACTIVATION:
                 parts.append(ACTIVATIONS[L.activation])
-            elif L.kind == BATCHNORM:
+            elif L.kind == Layer.BATCHNORM:
                 parts.append(f"BatchNorm({L.n_out})")
             else:
                 parts.append(f"Dropout({L.p})")
@@ -240,22 +255,44 @@ class Buffers:
         self.capacity = rows
         # offsets in elements, for the compiled drivers: out_off[i] and cache_off[i]
         ops = p.ops
-        self.out_off = ops[:, K_OUTOFF] * rows
-        cache_off = ops[:, K_CACHE].copy()
-        per_row = cache_off < 0
-        cache_off[per_row] = p.cache_fixed + (-1 - cache_off[per_row]) * rows
-        self.cache_off = cache_off
+        self.out_off = ops[:, Ops.OUTOFF] * rows
+        self.cache_off = np.where(ops[:, Ops.CACHE_ROW] >= 0,
+                                  p.cache_fixed + ops[:, Ops.CACHE_ROW] * rows,
+                                  np.maximum(ops[:, Ops.CACHE], 0)).astype(np.int64)
 
-    # -- views for the Python driver -------------------------------------------
+    # -- named views ------------------------------------------------------------
+    def params_of(self, i: int) -> dict[str, np.ndarray]:
+        return self.plan.params_of(i, self.params)
+
+    def grads_of(self, i: int) -> dict[str, np.ndarray]:
+        return self.plan.params_of(i, self.grads)
+
+    def state_of(self, i: int) -> dict[str, np.ndarray]:
+        return self.plan.state_of(i, self.state)
+
     def out(self, i: int, rows: int) -> np.ndarray:
+        """Layer i's output (rows, OC) in acts."""
         n = self.plan.layers[i].n_out
         o = self.out_off[i]
         return self.acts[o : o + rows * n].reshape(rows, n)
 
     def dout(self, i: int, rows: int) -> np.ndarray:
+        """The gradient of the loss with respect to layer i's output (rows, OC)."""
         n = self.plan.layers[i].n_out
         o = self.out_off[i]
         return self.dacts[o : o + rows * n].reshape(rows, n)
+
+    def cache_of(self, i: int, rows: int) -> dict[str, np.ndarray]:
+        """{'mean', 'var', 'rstd'} (OC,) of a batchnorm layer's batch, {'mask'} (rows, OC)
+        of a dropout layer, {} otherwise."""
+        L, o = self.plan.layers[i], self.cache_off[i]
+        n = L.n_out
+        if L.kind == Layer.BATCHNORM:
+            return {"mean": self.cache[o : o + n], "var": self.cache[o + n : o + 2 * n],
+                    "rstd": self.cache[o + 2 * n : o + 3 * n]}
+        if L.kind == Layer.DROPOUT:
+            return {"mask": self.cache[o : o + rows * n].reshape(rows, n)}
+        return {}
 
     def cache_block(self, i: int, size: int) -> np.ndarray:
         o = self.cache_off[i]
