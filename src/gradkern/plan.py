@@ -32,7 +32,7 @@ ACTIVATIONS = names(Act)
 LOSSES = names(Loss)
 
 # Transitional aliases of the contract's members, for code not yet moved to it.
-DENSE, ACTIVATION, BATCHNORM, DROPOUT = Layer.DENSE, Layer.ACTIVATION, Layer.BATCHNORM, Layer.DROPOUT
+DENSE, ACTIVATION, BATCHNORM, DROPOUT = Layer
 K_KIND, K_IN, K_OUT, K_PA, K_PB, K_SA, K_SB, K_ACT, K_OUTOFF, K_CACHE, K_CACHE_ROW = Ops
 F_P, F_EPS, F_MOM = Fargs.P, Fargs.EPS, Fargs.MOMENTUM
 __all__ = ["ACTIVATIONS", "ALIGN_BYTES", "FARGS_COLS", "LEAKY_SLOPE", "LOSSES", "OPS_COLS",
