@@ -513,7 +513,7 @@ def test_bad_headers_are_checkpoint_errors(tmp_path, case):
     with pytest.raises(ck.CheckpointError, match=message):
         gk.load(path)
     with pytest.raises(ck.CheckpointError):
-        ck.load_checkpoint(path, with_optimizer=True)
+        gk.load_checkpoint(path, with_optimizer=True)
 
 
 def test_bad_files_name_the_problem(tmp_path):
@@ -549,7 +549,7 @@ def test_bad_optimizer_config_is_a_checkpoint_error(tmp_path):
         meta["optimizer"] = opt
         _save_tensors(path, tensors, meta)
         with pytest.raises(ck.CheckpointError, match=message):
-            ck.load_checkpoint(path, with_optimizer=True)
+            gk.load_checkpoint(path, with_optimizer=True)
 
 
 def test_load_checkpoint_checks_optimizer_values(tmp_path):
@@ -557,9 +557,9 @@ def test_load_checkpoint_checks_optimizer_values(tmp_path):
     _corrupt(path, _poke("optim.buf2", -1.0))
     gk.load(path)  # the model itself is fine
     with pytest.raises(ck.CheckpointError, match="'optim.buf2'"):
-        ck.load_checkpoint(path, with_optimizer=True)
+        gk.load_checkpoint(path, with_optimizer=True)
     path = _training_file(tmp_path, "numpy", name="ck2.st")
-    model, opt, training = ck.load_checkpoint(path, with_optimizer=True)
+    model, opt, training = gk.load_checkpoint(path, with_optimizer=True)
     assert type(opt) is gk.optim.Adam and training["epoch"] == 2
     assert int(opt.step[0]) == training["step"] > 0
 
@@ -572,7 +572,7 @@ _CRASHY = """
     for path in sys.argv[1:]:
         try:
             gk.load(path, backend="numpy")
-            ck.load_checkpoint(path, backend="numpy", with_optimizer=True)
+            gk.load_checkpoint(path, backend="numpy", with_optimizer=True)
             results[path] = "loaded"
         except ck.CheckpointError as exc:
             results[path] = "CheckpointError: " + str(exc)[-300:]
@@ -666,7 +666,7 @@ def test_fuzzed_checkpoints_give_checkpoint_error_or_load(tmp_path_factory, data
     path = d / "fuzz.st"
     path.write_bytes(bytes(buf))
     for load in (lambda: gk.load(path, backend="numpy"),
-                 lambda: ck.load_checkpoint(path, backend="numpy", with_optimizer=True)):
+                 lambda: gk.load_checkpoint(path, backend="numpy", with_optimizer=True)):
         try:
             load()
         except ck.CheckpointError:

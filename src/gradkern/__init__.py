@@ -6,7 +6,8 @@
 """
 
 from . import backends, datasets, optim
-from .checkpoint import CheckpointError, load
+from .checkpoint import CheckpointError
+from .errors import TrainingDiverged
 from .layers import (
     GELU,
     Activation,
@@ -19,7 +20,7 @@ from .layers import (
     Sigmoid,
     Tanh,
 )
-from .model import MLP, Sequential, TrainingDiverged
+from .model import MLP, Sequential, load, load_checkpoint
 from .plan import ACTIVATIONS, LOSSES, Buffers, Plan
 from .threads import get_threads, set_threads
 from .trainer import EarlyStopping, History
@@ -40,5 +41,5 @@ __all__ = [
     "Dropout", "EarlyStopping", "GELU", "History", "Identity", "LeakyReLU", "MLP", "MLPClassifier",
     "MLPRegressor", "Plan", "ReLU",
     "Sequential", "Sigmoid", "Tanh", "TrainingDiverged", "backends", "datasets", "get_threads",
-    "load", "optim", "set_threads",
+    "load", "load_checkpoint", "optim", "set_threads",
 ]

@@ -395,25 +395,15 @@ def _check_declared(path, header: dict, declared: dict) -> None:
                                   f"{tuple(entry['shape'])}, the model declares {dt} {shape}")
 
 
-def _model_from_config(cfg: dict, backend, path=""):
-    from . import layers as _layers
-    from .model import MLP, Sequential
-
+def _build(build, cfg: dict, path):
+    """The model `build(cfg)` makes of a checked config; its errors name the file."""
     try:
-        if cfg["class"] == "MLP":
-            return MLP(cfg["layer_sizes"], activation=cfg["activation"], loss=cfg["loss"],
-                       dtype=cfg["dtype"], backend=backend, seed=cfg["seed"], init=cfg["init"],
-                       batchnorm=cfg["batchnorm"], dropout=cfg["dropout"])
-        if cfg["class"] == "Sequential":
-            return Sequential([_layers.from_config(c) for c in cfg["layers"]],
-                              input_size=cfg["input_size"], loss=cfg["loss"], dtype=cfg["dtype"],
-                              backend=backend, seed=cfg["seed"], init=cfg["init"])
+        return build(cfg)
     except KeyError as exc:
         raise CheckpointError(f"{path}: model config is incomplete: missing {exc}") from None
     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
         raise CheckpointError(f"{path}: model config is invalid: {_short(str(exc), 300)}"
                               ) from None
-    raise CheckpointError(f"{path}: unknown model class {_short(cfg.get('class'))}")
 
 
 def expected_tensors(model, optimizer=None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -580,25 +570,17 @@ def _check_training(path, training, rng_like: np.random.Generator | None) -> tup
 
 
 # ------------------------------------------------------------------ loading
-def load(path, backend: str = "auto"):
-    """A model from a checkpoint written by `model.save` (or by fit's checkpointing)."""
-    model, _, _ = _load(path, backend, with_optimizer=False, with_training=False)
-    return model
+def load_checkpoint(path, build, with_optimizer: bool = False, with_training: bool = True):
+    """(model, optimizer or None, training dict or None) from a checkpoint, every shape and
+    value checked before the model is built or filled.
 
-
-def load_checkpoint(path, backend: str = "auto", with_optimizer: bool = False):
-    """(model, optimizer or None, training dict or None), every shape and value checked
-    before the model is built or filled."""
-    return _load(path, backend, with_optimizer, with_training=True)
-
-
-def _load(path, backend, with_optimizer: bool, with_training: bool):
-    """load_checkpoint; with_training=False ignores (and does not check) the training
-    position, which `load` does not return."""
-    from . import backends as _backends
+    build(config) -> model makes the model the file declares (gradkern.model.from_config
+    bound to a backend): this module reads and writes tensors and metadata and never
+    imports the model. with_training=False ignores (and does not check) the training
+    position, which `gk.load` does not return.
+    """
     from . import optim as _optim
 
-    _backends.get(backend)  # a bad backend argument is the caller's error, not the file's
     header, meta, start = read_header(path)
     if "model" not in meta:
         raise CheckpointError(f"{path}: model config missing")
@@ -618,7 +600,7 @@ def _load(path, backend, with_optimizer: bool, with_training: bool):
     if with_training and "training" in meta:
         training = _parse_json(path, meta["training"], "training state", allow_nan=True)
         _check_training(path, training, np.random.default_rng())
-    model = _model_from_config(cfg, backend, path)
+    model = _build(build, cfg, path)
     expected = expected_tensors(model, optimizer)
     if not with_optimizer or optimizer is None:
         header = {k: v for k, v in header.items() if not k.startswith("optim.")}
@@ -641,7 +623,7 @@ def _load(path, backend, with_optimizer: bool, with_training: bool):
 def save_training(model, optimizer, path, epoch: int, history: dict) -> None:
     """A checkpoint fit can resume from: model, optimizer state, data order, position."""
     training = {"epoch": int(epoch), "step": int(optimizer.step[0]),
-                "rng": model._rng.bit_generator.state, "history": history}
+                "rng": model.rng.bit_generator.state, "history": history}
     save_model(model, path, optimizer=optimizer, training=training)
 
 
@@ -672,12 +654,9 @@ def restore_training(model, optimizer, path) -> tuple[int, dict]:
     if name != optimizer.config()["name"]:
         raise CheckpointError(f"{path} holds {name if isinstance(name, str) else _short(name)}"
                               f" state; resuming with {optimizer.config()['name']}")
-    epoch, step, rng_state, history = _check_training(path, training, model._rng)
+    epoch, step, rng_state, history = _check_training(path, training, model.rng)
     key = (model.plan.n_params, np.dtype(model.dtype))
-    if optimizer._owner not in (None, key):  # what bind would refuse, before anything moves
-        raise ValueError("this optimizer already holds state for another model "
-                         f"({optimizer._owner[0]} {optimizer._owner[1]} parameters); "
-                         "create a new one")
+    optimizer.check_bindable(*key)  # what bind would refuse, before anything moves
     expected = expected_tensors(model, optimizer)
     _check_against(path, header, expected)
     tensors = _read_tensors(path, header, start)
@@ -689,5 +668,5 @@ def restore_training(model, optimizer, path) -> tuple[int, dict]:
     for k, v in params.items():
         v[...] = tensors[k]
     optimizer.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim.")})
-    model._rng.bit_generator.state = rng_state
+    model.rng.bit_generator.state = rng_state
     return epoch, history

@@ -14,8 +14,12 @@ from collections.abc import Sequence as SequenceABC
 import numpy as np
 
 from . import backends as _backends
+from . import checkpoint as _checkpoint
+from . import layers as _layers
 from . import optim as _optim
+from . import trainer as _trainer
 from ._validate import check_int, check_sizes, check_X, check_y
+from .errors import TrainingDiverged
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer
 from .plan import (
     ACTIVATION,
@@ -36,10 +40,6 @@ INITS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_no
 _INIT_ALIASES = {"he": "he_normal", "kaiming": "he_normal", "xavier": "xavier_normal",
                  "glorot": "xavier_normal", "lecun": "lecun_normal"}
 PREDICT_CHUNK = 4096  # rows per inference call: bounds the workspace predict needs
-
-
-class TrainingDiverged(FloatingPointError):
-    """A step produced a non-finite loss or gradient norm; it was not applied."""
 
 
 def default_init(activation: str) -> str:
@@ -288,11 +288,25 @@ class Sequential:
     def _check_X(self, X, what: str = "X") -> np.ndarray:
         return check_X(X, self.input_size, self.dtype, what)
 
-    def _check_Xy(self, X, y, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def check_data(self, X, y, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+        """(X, y) as training reads them: checked (DESIGN §6) and converted to this model's
+        dtype and layout; `what` is appended to the names in error messages ('_val')."""
         Xc = self._check_X(X, f"X{what}")
         yc = check_y(y, Xc.shape[0], self.loss, self.n_outputs, self.dtype, f"y{what}",
                      x_shape=np.shape(X))
         return Xc, yc
+
+    _check_Xy = check_data
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """The generator of the data order and the dropout seeds (seeded by `seed`)."""
+        return self._rng
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every training call: one model trains in one thread at a time."""
+        return self._train_lock
 
     def _check_training_batch(self, rows: int) -> None:
         if rows < 2 and any(L.kind == BATCHNORM for L in self.plan.layers):
@@ -339,9 +353,10 @@ class Sequential:
     def evaluate(self, X, y) -> dict[str, float]:
         """Mean loss in inference mode, plus accuracy for classifiers (R² for mse)."""
         Xc, yc = self._check_Xy(X, y)
-        return self._evaluate_checked(Xc, yc)
+        return self.evaluate_checked(Xc, yc)
 
-    def _evaluate_checked(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    def evaluate_checked(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """evaluate on arrays `check_data` returned (no second validation pass)."""
         chunk = min(PREDICT_CHUNK, X.shape[0])
         bufs = self._inference_buffers(chunk)
         last = len(self.plan.layers) - 1
@@ -424,17 +439,13 @@ class Sequential:
         for the options and gradkern.trainer.fit for what a failed fit leaves (nothing, if
         no step was applied). With batch normalization batch_size=1 is refused and a
         would-be 1-row last minibatch is left out of its epoch."""
-        from .trainer import fit
-
-        return fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+        return _trainer.fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                    **kwargs)
 
     # -------------------------------------------------------------- persistence
     def save(self, path) -> None:
         """Write weights and architecture to a safetensors file, atomically."""
-        from .checkpoint import save_model
-
-        save_model(self, path)
+        _checkpoint.save_model(self, path)
 
     def state_snapshot(self) -> tuple[np.ndarray, np.ndarray, dict]:
         return self.bufs.params.copy(), self.bufs.state.copy(), self._rng.bit_generator.state
@@ -486,4 +497,35 @@ class MLP(Sequential):
         return cfg
 
 
-__all__ = ["INITS", "MLP", "Sequential", "TrainingDiverged"]
+def from_config(cfg: dict, backend: str = "auto") -> Sequential:
+    """The model a `config()` dict describes, freshly initialized, on `backend`."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"a model config is a dict, got {type(cfg).__name__}")
+    if cfg["class"] == "MLP":
+        return MLP(cfg["layer_sizes"], activation=cfg["activation"], loss=cfg["loss"],
+                   dtype=cfg["dtype"], backend=backend, seed=cfg["seed"], init=cfg["init"],
+                   batchnorm=cfg["batchnorm"], dropout=cfg["dropout"])
+    if cfg["class"] == "Sequential":
+        return Sequential([_layers.from_config(c) for c in cfg["layers"]],
+                          input_size=cfg["input_size"], loss=cfg["loss"], dtype=cfg["dtype"],
+                          backend=backend, seed=cfg["seed"], init=cfg["init"])
+    raise ValueError(f"unknown model class {str(cfg['class'])[:80]!r}")
+
+
+def load(path, backend: str = "auto") -> Sequential:
+    """A model from a checkpoint written by `model.save` (or by fit's checkpointing)."""
+    _backends.get(backend)  # a bad backend argument is the caller's error, not the file's
+    model, _, _ = _checkpoint.load_checkpoint(path, lambda cfg: from_config(cfg, backend),
+                                              with_training=False)
+    return model
+
+
+def load_checkpoint(path, backend: str = "auto", with_optimizer: bool = False):
+    """(model, optimizer or None, training dict or None) of a checkpoint, all checked first."""
+    _backends.get(backend)
+    return _checkpoint.load_checkpoint(path, lambda cfg: from_config(cfg, backend),
+                                       with_optimizer=with_optimizer)
+
+
+__all__ = ["INITS", "MLP", "Sequential", "TrainingDiverged", "from_config", "load",
+           "load_checkpoint"]

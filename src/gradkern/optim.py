@@ -60,15 +60,20 @@ class Optimizer:
         key = (n_params, np.dtype(dtype))
         if self._owner == key:
             return
-        if self._owner is not None:
+        self.check_bindable(n_params, dtype)
+        self.buf1 = aligned_zeros(n_params, dtype)
+        self.buf2 = aligned_zeros(n_params if self.kind == ADAM_KIND else 0, dtype)
+        self._owner = key
+
+    def check_bindable(self, n_params: int, dtype: np.dtype) -> None:
+        """What `bind` would refuse, raised without changing anything."""
+        key = (n_params, np.dtype(dtype))
+        if self._owner not in (None, key):
             raise ValueError(
                 "this optimizer already holds state for another model "
                 f"({self._owner[0]} {self._owner[1]} parameters); create a new one"
             )
         self._check_dtype(key[1])
-        self.buf1 = aligned_zeros(n_params, dtype)
-        self.buf2 = aligned_zeros(n_params if self.kind == ADAM_KIND else 0, dtype)
-        self._owner = key
 
     def _check_dtype(self, dtype: np.dtype) -> None:
         """Hyperparameters that the update kernels, computing in `dtype`, cannot represent."""
@@ -181,6 +186,16 @@ class Adam(Optimizer):
         self.hyper[H_EPS] = eps_v
         self.hyper[H_WD] = _check_number("weight_decay", weight_decay)
         self.hyper[H_DECOUPLED] = 1.0 if self.decoupled else 0.0
+
+    def check_bindable(self, n_params: int, dtype: np.dtype) -> None:
+        """What `bind` would refuse, raised without changing anything."""
+        key = (n_params, np.dtype(dtype))
+        if self._owner not in (None, key):
+            raise ValueError(
+                "this optimizer already holds state for another model "
+                f"({self._owner[0]} {self._owner[1]} parameters); create a new one"
+            )
+        self._check_dtype(key[1])
 
     def _check_dtype(self, dtype: np.dtype) -> None:
         tiny = float(np.finfo(dtype).tiny)

@@ -16,7 +16,10 @@ import numpy as np
 
 from . import optim as _optim
 from ._validate import check_int
-from .plan import BATCHNORM
+from .checkpoint import restore_training, save_training
+from .contract import Layer
+from .diagnostics import Recorder
+from .errors import TrainingDiverged
 
 
 @dataclass
@@ -107,7 +110,7 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     of the epoch that stopped. Training one model from two threads at once is serialized
     (the model's lock is held for the whole fit).
     """
-    with model._train_lock:
+    with model.lock:
         before = model.state_snapshot()
         opt_before = (_full_snapshot(optimizer) if isinstance(optimizer, _optim.Optimizer)
                       else None)
@@ -149,8 +152,6 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     drop_last would (with shuffle, a different row each epoch; without it, always the
     last one). History records the mean loss over the rows trained.
     """
-    from .model import TrainingDiverged
-
     epochs = check_int(epochs, "epochs")
     batch_size = check_int(batch_size, "batch_size")
     checkpoint_every = check_int(checkpoint_every, "checkpoint_every")
@@ -163,12 +164,12 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
         optimizer = _optim.Adam()
     if not isinstance(optimizer, _optim.Optimizer):
         raise TypeError(f"optimizer must be a gk.optim optimizer, got {optimizer!r}")
-    Xc, yc = model._check_Xy(X, y)
+    Xc, yc = model.check_data(X, y)
     val = None
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
-        val = model._check_Xy(*validation_data, what="_val")
+        val = model.check_data(*validation_data, what="_val")
     stopper = None
     if early_stopping is not None:
         if isinstance(early_stopping, EarlyStopping):
@@ -183,7 +184,7 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
 
     n = Xc.shape[0]
     bs = min(batch_size, n)
-    has_bn = any(L.kind == BATCHNORM for L in model.plan.layers)
+    has_bn = any(L.kind == Layer.BATCHNORM for L in model.plan.layers)
     if has_bn and n < 2:
         raise ValueError("batch normalization needs at least 2 training rows")
     if has_bn and bs == 1:
@@ -195,8 +196,6 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     history = History()
     start_epoch = 0
     if resume is not None:
-        from .checkpoint import restore_training
-
         start_epoch, past = restore_training(model, optimizer, resume)
         history.history = {k: list(v) for k, v in past.items()}
         history.epochs_run = start_epoch
@@ -208,8 +207,6 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     last_good = model.state_snapshot(), optimizer.snapshot()
     recorder = None
     if every is not None:
-        from .diagnostics import Recorder
-
         recorder = Recorder(model)
         probe = Xc[:bs], yc[:bs]
 
@@ -221,12 +218,12 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
-            perm = model._rng.permutation(n) if shuffle else np.arange(n)
+            perm = model.rng.permutation(n) if shuffle else np.arange(n)
             if has_bn and n % bs == 1:
                 perm = perm[:-1]  # a 1-row batch has no batch statistics (torch refuses it)
             perm = np.ascontiguousarray(perm, dtype=np.int64)
             n_batches = (perm.shape[0] + bs - 1) // bs
-            seeds = model._rng.integers(0, 2**64, size=n_batches, dtype=np.uint64)
+            seeds = model.rng.integers(0, 2**64, size=n_batches, dtype=np.uint64)
             losses = np.zeros(n_batches)
             gnorms = np.zeros(n_batches)
             # one backend call per epoch, or per `every` steps when diagnostics ask for it
@@ -261,7 +258,7 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
             sizes = np.minimum(bs, perm.shape[0] - np.arange(n_batches) * bs)
             figures = {"loss": float(np.dot(losses, sizes) / sizes.sum())}
             if val is not None:
-                ev = model._evaluate_checked(*val)
+                ev = model.evaluate_checked(*val)
                 figures["val_loss"] = ev["loss"]
                 for key in ("accuracy", "r2"):
                     if key in ev:
@@ -272,8 +269,6 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
             last_good = model.state_snapshot(), optimizer.snapshot()
             if checkpoint is not None and ((epoch + 1) % checkpoint_every == 0
                                            or epoch + 1 == epochs):
-                from .checkpoint import save_training
-
                 save_training(model, optimizer, checkpoint, epoch + 1, history.history)
             if on_epoch is not None:
                 on_epoch(epoch + 1, figures)
