@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .plan import ACTIVATION, ACTIVATIONS, DENSE, K_PA
+from .contract import Layer
+from .plan import ACTIVATIONS
 
 
 class Recorder:
@@ -30,10 +31,10 @@ class Recorder:
         steps = max(step - self.prev_step, 1)
         layers = []
         for i, L in enumerate(plan.layers):
-            if L.kind != DENSE:
+            if L.kind != Layer.DENSE:
                 continue
-            o, k = plan.ops[i][K_PA], L.n_in * L.n_out
-            W, dW, W0 = bufs.params[o : o + k], bufs.grads[o : o + k], self.prev[o : o + k]
+            W, dW = bufs.params_of(i)["W"], bufs.grads_of(i)["W"]
+            W0 = plan.params_of(i, self.prev)["W"]
             w_norm = float(np.linalg.norm(W.astype(np.float64)))
             entry = {
                 "layer": i,
@@ -44,8 +45,8 @@ class Recorder:
                 / max(w_norm, 1e-30) / steps,
             }
             act = next((j for j in range(i + 1, len(plan.layers))
-                        if plan.layers[j].kind in (ACTIVATION, DENSE)), None)
-            if act is not None and plan.layers[act].kind == ACTIVATION:
+                        if plan.layers[j].kind in (Layer.ACTIVATION, Layer.DENSE)), None)
+            if act is not None and plan.layers[act].kind == Layer.ACTIVATION:
                 A = bufs.out(act, rows).astype(np.float64)
                 entry["activation"] = ACTIVATIONS[plan.layers[act].activation]
                 entry["act_mean"] = float(A.mean())

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from .plan import ACTIVATION, ACTIVATIONS, BATCHNORM, DENSE, DROPOUT, LayerSpec, activation_code
+from .contract import Layer as LayerKind
+from .plan import ACTIVATIONS, LayerSpec, activation_code
 
 
 class Layer:
@@ -26,7 +27,7 @@ class Dense(Layer):
         self.units = units
 
     def spec(self, n_in: int) -> LayerSpec:
-        return LayerSpec(DENSE, n_in, self.units)
+        return LayerSpec(LayerKind.DENSE, n_in, self.units)
 
     def config(self) -> dict:
         return {"type": "Dense", "units": self.units}
@@ -43,7 +44,7 @@ class Activation(Layer):
         self.name = name
 
     def spec(self, n_in: int) -> LayerSpec:
-        return LayerSpec(ACTIVATION, n_in, n_in, activation=activation_code(self.name))
+        return LayerSpec(LayerKind.ACTIVATION, n_in, n_in, activation=activation_code(self.name))
 
     def config(self) -> dict:
         return {"type": "Activation", "name": self.name}
@@ -88,7 +89,7 @@ class BatchNorm(Layer):
         self.momentum = float(momentum)
 
     def spec(self, n_in: int) -> LayerSpec:
-        return LayerSpec(BATCHNORM, n_in, n_in, eps=self.eps, momentum=self.momentum)
+        return LayerSpec(LayerKind.BATCHNORM, n_in, n_in, eps=self.eps, momentum=self.momentum)
 
     def config(self) -> dict:
         return {"type": "BatchNorm", "eps": self.eps, "momentum": self.momentum}
@@ -106,7 +107,7 @@ class Dropout(Layer):
         self.p = float(p)
 
     def spec(self, n_in: int) -> LayerSpec:
-        return LayerSpec(DROPOUT, n_in, n_in, p=self.p)
+        return LayerSpec(LayerKind.DROPOUT, n_in, n_in, p=self.p)
 
     def config(self) -> dict:
         return {"type": "Dropout", "p": self.p}

@@ -19,21 +19,10 @@ from . import layers as _layers
 from . import optim as _optim
 from . import trainer as _trainer
 from ._validate import check_int, check_sizes, check_X, check_y
+from .contract import Layer as LayerKind
 from .errors import TrainingDiverged
 from .layers import Activation, BatchNorm, Dense, Dropout, Layer
-from .plan import (
-    ACTIVATION,
-    ACTIVATIONS,
-    BATCHNORM,
-    DENSE,
-    K_PA,
-    K_PB,
-    K_SA,
-    K_SB,
-    LOSSES,
-    Buffers,
-    Plan,
-)
+from .plan import ACTIVATIONS, LOSSES, Buffers, Plan
 
 INITS = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal",
          "lecun_uniform", "naive")
@@ -177,42 +166,33 @@ class Sequential:
 
     def _initialize(self) -> None:
         rng = np.random.default_rng(self.seed)
-        params = self.bufs.params
-        params[...] = 0
+        self.bufs.params[...] = 0
         layers = self.plan.layers
         for i, L in enumerate(layers):
-            r = self.plan.ops[i]
-            if L.kind == DENSE:
-                nxt = next((M for M in layers[i + 1:] if M.kind in (DENSE, ACTIVATION)), None)
-                follows_act = nxt is not None and nxt.kind == ACTIVATION
+            if L.kind == LayerKind.DENSE:
+                nxt = next((M for M in layers[i + 1:]
+                            if M.kind in (LayerKind.DENSE, LayerKind.ACTIVATION)), None)
+                follows_act = nxt is not None and nxt.kind == LayerKind.ACTIVATION
                 act = ACTIVATIONS[nxt.activation] if follows_act else "identity"
-                scheme = self.init or default_init(act)
-                W = params[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
-                init_weight(W, scheme, rng)
-            elif L.kind == BATCHNORM:
-                params[r[K_PA] : r[K_PA] + L.n_out] = 1.0  # gamma
-        state = self.bufs.state
-        for i, L in enumerate(layers):
-            if L.kind == BATCHNORM:
-                r = self.plan.ops[i]
-                state[r[K_SA] : r[K_SA] + L.n_out] = 0.0  # running mean
-                state[r[K_SB] : r[K_SB] + L.n_out] = 1.0  # running var
+                init_weight(self.bufs.params_of(i)["W"], self.init or default_init(act), rng)
+            elif L.kind == LayerKind.BATCHNORM:
+                self.bufs.params_of(i)["gamma"][...] = 1.0
+                running = self.bufs.state_of(i)
+                running["running_mean"][...] = 0.0
+                running["running_var"][...] = 1.0
 
     def _named(self, flat: np.ndarray, state: np.ndarray | None) -> dict[str, np.ndarray]:
-        """Views of the flat buffer `flat` (and running statistics from `state`) by name."""
+        """Views of the flat buffer `flat` (and running statistics from `state`) by the names
+        torch gives them: Dense i -> i.weight (in, out), i.bias; BatchNorm i -> i.weight
+        (gamma), i.bias (beta), i.running_mean, i.running_var."""
+        torch_name = {"W": "weight", "b": "bias", "gamma": "weight", "beta": "bias"}
         out: dict[str, np.ndarray] = {}
-        for i, L in enumerate(self.plan.layers):
-            r = self.plan.ops[i]
-            if L.kind == DENSE:
-                W = flat[r[K_PA] : r[K_PA] + L.n_in * L.n_out]
-                out[f"{i}.weight"] = W.reshape(L.n_in, L.n_out)
-                out[f"{i}.bias"] = flat[r[K_PB] : r[K_PB] + L.n_out]
-            elif L.kind == BATCHNORM:
-                out[f"{i}.weight"] = flat[r[K_PA] : r[K_PA] + L.n_out]
-                out[f"{i}.bias"] = flat[r[K_PB] : r[K_PB] + L.n_out]
-                if state is not None:
-                    out[f"{i}.running_mean"] = state[r[K_SA] : r[K_SA] + L.n_out]
-                    out[f"{i}.running_var"] = state[r[K_SB] : r[K_SB] + L.n_out]
+        for i in range(len(self.plan.layers)):
+            for k, v in self.plan.params_of(i, flat).items():
+                out[f"{i}.{torch_name[k]}"] = v
+            if state is not None:
+                for k, v in self.plan.state_of(i, state).items():
+                    out[f"{i}.{k}"] = v
         return out
 
     def named_parameters(self) -> dict[str, np.ndarray]:
@@ -309,7 +289,7 @@ class Sequential:
         return self._train_lock
 
     def _check_training_batch(self, rows: int) -> None:
-        if rows < 2 and any(L.kind == BATCHNORM for L in self.plan.layers):
+        if rows < 2 and any(L.kind == LayerKind.BATCHNORM for L in self.plan.layers):
             raise ValueError("batch normalization needs more than one row per training batch")
 
     # ---------------------------------------------------------------- inference

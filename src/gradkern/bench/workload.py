@@ -19,8 +19,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backends
+from ..contract import Layer
 from ..optim import SGD
-from ..plan import ACTIVATION, DENSE, Buffers, LayerSpec, Plan, activation_code
+from ..plan import Buffers, LayerSpec, Plan, activation_code
 
 N_OUT = 10
 LR = 0.01
@@ -36,10 +37,13 @@ def build_plan(depth: int, width: int, dtype: str = "float32", n_in: int | None 
         raise ValueError(f"depth is the number of hidden layers and must be >= 1, got {depth}")
     n_in = width if n_in is None else n_in
     relu = activation_code("relu")
-    layers = [LayerSpec(DENSE, n_in, width), LayerSpec(ACTIVATION, width, width, relu)]
+    def hidden(n: int) -> list[LayerSpec]:
+        return [LayerSpec(Layer.DENSE, n, width), LayerSpec(Layer.ACTIVATION, width, width, relu)]
+
+    layers = hidden(n_in)
     for _ in range(depth - 1):
-        layers += [LayerSpec(DENSE, width, width), LayerSpec(ACTIVATION, width, width, relu)]
-    layers.append(LayerSpec(DENSE, width, n_out))
+        layers += hidden(width)
+    layers.append(LayerSpec(Layer.DENSE, width, n_out))
     return Plan(layers, loss="cross_entropy", dtype=dtype)
 
 
