@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 import gradkern as gk
-from gradkern import check, torchref
+from gradkern import check, torchref, verify
 from gradkern.cli import main as cli_main
 
 
 @pytest.fixture(scope="module")
 def quick_report(tmp_path_factory):
     path = tmp_path_factory.mktemp("check") / "matrix.json"
-    rc = check.main(["--quick", "--quiet", "--json", str(path)])
+    rc = verify.main(["--quick", "--quiet", "--json", str(path)])
     return rc, json.loads(path.read_text())
 
 
@@ -28,7 +28,7 @@ def test_quick_check_passes_and_covers_the_matrix(quick_report):
     assert rc == 0, bad
     assert rep["ok"] and rep["failures"] == 0
     cells = {(c["check"], c["backend"], c["dtype"]): c for c in rep["cells"]}
-    names = [c.name for c in check.CHECKS]
+    names = [c.name for c in verify.CHECKS]
     assert rep["checks"] == names
     for name in names:
         for backend in gk.backends.available():
@@ -55,17 +55,23 @@ def test_json_is_strict_and_describes_the_run(quick_report):
     assert set(rep["tolerances"]) == {"fd", "torch"}
 
 
-def test_module_help_and_main():
-    """`python -m gradkern.check --help` (the module's own __main__)."""
-    done = subprocess.run([sys.executable, "-m", "gradkern.check", "--help"],
+@pytest.mark.parametrize("module", ["gradkern.check", "gradkern.verify"])
+def test_module_help_and_main(module):
+    """`python -m gradkern.check --help` (the shim kept for it) and `-m gradkern.verify`."""
+    done = subprocess.run([sys.executable, "-m", module, "--help"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     for flag in ("--quick", "--json", "--backends"):
         assert flag in done.stdout
 
 
+def test_the_shim_is_the_verify_package():
+    assert check.main is verify.main and check.run is verify.run
+    assert check.CHECKS is verify.CHECKS
+
+
 def test_small_run_prints_the_matrix(capsys):
-    assert check.main(["--quick", "--quiet", "--backends", "numpy",
+    assert verify.main(["--quick", "--quiet", "--backends", "numpy",
                        "--only", "kernel/dropout"]) == 0
     out = capsys.readouterr().out
     assert "| kernel/dropout" in out and "numpy float32" in out and "numpy float64" in out
@@ -77,7 +83,7 @@ def test_cli_delegates_flags(capsys):
 
 
 def test_unknown_backend_is_an_error(capsys):
-    assert check.main(["--backends", "cuda"]) == 2
+    assert verify.main(["--backends", "cuda"]) == 2
     assert "unknown backend" in capsys.readouterr().err
 
 
@@ -97,7 +103,7 @@ def test_broken_matmul_fails_the_check(backend, monkeypatch, tmp_path, capsys):
     be = gk.backends.get(backend)
     monkeypatch.setattr(be, "matmul_forward", _broken(be.matmul_forward, 1e-5))
     path = tmp_path / "m.json"
-    rc = check.main(["--quick", "--quiet", "--backends", backend, "--only", "kernel/matmul",
+    rc = verify.main(["--quick", "--quiet", "--backends", backend, "--only", "kernel/matmul",
                      "--json", str(path)])
     assert rc == 1
     rep = json.loads(path.read_text())
@@ -115,27 +121,54 @@ def test_broken_adam_fails_the_torch_referee(monkeypatch):
     if not torchref.available()[0]:
         pytest.skip(torchref.available()[1])
     be = gk.backends.get("numpy")
-    real = be.adam_update
 
-    def wrong(params, grads, m, v, hyper, step):
-        before = params.copy()
-        real(params, grads, m, v, hyper, step)
-        params += (params - before) * params.dtype.type(1e-3)
+    def broken(real):
+        def wrong(params, grads, m, v, hyper, step):
+            before = params.copy()
+            real(params, grads, m, v, hyper, step)
+            params += (params - before) * params.dtype.type(1e-3)
 
-    monkeypatch.setattr(be, "adam_update", wrong)
-    cells = check.run(["numpy"], quick=True, only=["torch/adam-"])
+        return wrong
+
+    # the checked entry point, and the engine's own method behind it where there is one
+    for name in ("adam_update", "_adam_update"):
+        if hasattr(be, name):
+            monkeypatch.setattr(be, name, broken(getattr(be, name)))
+    cells = verify.run(["numpy"], quick=True, only=["torch/adam-"])
     assert [c.status for c in cells] == ["FAIL", "FAIL"], [c.where for c in cells]
 
 
 def test_worst_keeps_the_largest_ratio_and_flags_nan():
-    w = check.Worst()
+    w = verify.Worst()
     w.add(np.array([1.0, 2.0]), np.array([1.0, 2.1]), np.array([1.0, 1.0]), "a")
     assert w.ratio == pytest.approx(0.1) and "a [1]" in w.where
     w.add(np.array([0.0]), np.array([0.0]), np.array([1.0]), "b")
     assert "a [1]" in w.where
     w.add(np.array([np.nan]), np.array([1.0]), np.array([1.0]), "nan")
     assert w.ratio == np.inf and "nan" in w.where
-    assert w.compared == 4
+    assert w.compared == 4 and w.n_bad == 1
+    # equal values agree, infinities and NaN against NaN included
+    w2 = verify.Worst()
+    w2.add(np.array([np.inf, -np.inf, np.nan]), np.array([np.inf, -np.inf, np.nan]), 0.0, "eq")
+    assert w2.ratio == 0 and w2.n_bad == 0 and w2.ok
+    w2.add(np.array([np.inf]), np.array([-np.inf]), 1.0, "signs")
+    assert w2.ratio == np.inf and not w2.ok
+
+
+def test_assert_close_is_the_policy():
+    """tests/conftest's assert_close is verify's: k·u·S with u of x's dtype; NaN fails."""
+    from conftest import assert_close
+
+    assert assert_close is verify.assert_close
+    u = np.finfo(np.float32).eps
+    x = np.float32([1.0, 2.0])
+    assert_close(x, [1.0, 2.0 + 15 * u * 2], [1.0, 2.0], 16)
+    with pytest.raises(AssertionError, match="1 of 2 elements beyond 16·u·S"):
+        assert_close(x, [1.0, 2.0 + 17 * u * 2], [1.0, 2.0], 16, "x")
+    with pytest.raises(AssertionError, match="beyond"):
+        assert_close(np.float64([np.nan]), [1.0], [1.0])
+    with pytest.raises(AssertionError, match="shape"):
+        assert_close(np.zeros(2), np.zeros(3), 1.0)
 
 
 def test_without_torch_the_torch_rows_are_skipped(monkeypatch, tmp_path):
@@ -143,7 +176,7 @@ def test_without_torch_the_torch_rows_are_skipped(monkeypatch, tmp_path):
     reason = "PyTorch not importable (ImportError: pretend)"
     monkeypatch.setattr(torchref, "available", lambda: (False, reason))
     path = tmp_path / "no-torch.json"
-    rc = check.main(["--quick", "--quiet", "--backends", "numpy", "--only", "torch/",
+    rc = verify.main(["--quick", "--quiet", "--backends", "numpy", "--only", "torch/",
                      "--json", str(path)])
     assert rc == 0
     rep = json.loads(path.read_text())

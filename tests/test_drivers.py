@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 import gradkern as gk
+from gradkern.contract import Layer
 from gradkern.optim import SGD, Adam, AdamW
-from gradkern.plan import BATCHNORM, DENSE
+from gradkern.verify.tolerance import DRIVER_RTOL, assert_group_close, group_scale
 
 # (name, layers, n_in, loss)
 PLANS = [
@@ -23,7 +24,7 @@ PLANS = [
                     gk.BatchNorm(), gk.ReLU(), gk.Dense(4)], 10, "cross_entropy"),
     ("linear", [gk.Dense(1)], 3, "mse"),
 ]
-TOL = {np.dtype(np.float32): 2e-4, np.dtype(np.float64): 1e-10}  # relative to max |ref|
+TOL = DRIVER_RTOL  # max |x − ref| ≤ TOL·max |ref| over a tensor group (verify.tolerance)
 
 
 def _targets(rng, rows, model):
@@ -44,11 +45,7 @@ def _pair(backend, plan_spec, dtype, seed=0):
 def _agree(x, ref, dtype, what, scale=None):
     """max |x − ref| ≤ TOL·scale; scale defaults to max |ref|. Pass the scale of the whole
     gradient for tensors that are mathematically zero (a bias before batch normalization)."""
-    ref = np.asarray(ref, dtype=np.float64)
-    if scale is None:
-        scale = max(float(np.abs(ref).max()), 1e-30)
-    err = float(np.abs(np.asarray(x, dtype=np.float64) - ref).max())
-    assert err <= TOL[np.dtype(dtype)] * scale, f"{what}: max error {err:.3g}, scale {scale:.3g}"
+    assert_group_close(x, ref, TOL[np.dtype(dtype)], scale, what)
 
 
 @pytest.mark.parametrize("spec", PLANS, ids=[p[0] for p in PLANS])
@@ -61,7 +58,7 @@ def test_forward_and_gradients_match_reference(backend, dtype, spec):
     loss, grads = model.gradients(X, y)
     rloss, rgrads = ref.gradients(X, y)
     assert math.isclose(loss, rloss, rel_tol=TOL[np.dtype(dtype)] * 10, abs_tol=1e-12)
-    scale = max(float(np.abs(g).max()) for pair in rgrads for g in pair)
+    scale = group_scale(g for pair in rgrads for g in pair)
     for (dw, db), (rw, rb) in zip(grads, rgrads, strict=True):
         _agree(dw, rw, dtype, "dW", scale)
         _agree(db, rb, dtype, "db", scale)
@@ -93,10 +90,10 @@ def test_fit_matches_reference(backend, dtype, spec, make_opt):
     dead = set()
     if isinstance(h_opt, Adam):
         for i in range(len(layers) - 1):
-            if layers[i].kind == DENSE and layers[i + 1].kind == BATCHNORM:
+            if layers[i].kind == Layer.DENSE and layers[i + 1].kind == Layer.BATCHNORM:
                 dead |= {f"{i}.bias", f"{i + 1}.running_mean"}
     ref_params = ref.named_parameters()
-    scale = max(float(np.abs(v).max()) for v in ref_params.values())
+    scale = group_scale(ref_params.values())
     for k, v in model.named_parameters().items():
         if k not in dead:
             _agree(v, ref_params[k], dtype, k, scale)

@@ -8,20 +8,20 @@ import pytest
 
 import gradkern as gk
 from gradkern import torchref
-from gradkern.check import torch_data, torch_model
-from gradkern.plan import BATCHNORM, DENSE
+from gradkern.contract import Layer
+from gradkern.verify.tolerance import TORCH_TEST_RTOL, assert_group_close, group_scale
+from gradkern.verify.torch_ref import torch_data, torch_model
 
 torch = pytest.importorskip("torch", reason="PyTorch is not installed: its cross-checks skip")
 
-# float64 to 1e-7 relative (DESIGN: torch referee); float32 relative to the tensor group's scale
-TOL = {"float64": 1e-7, "float32": 2e-4}
+# relative to the tensor group's scale (verify.tolerance): float64 1e-7, float32 2e-4
+TOL = {str(k): v for k, v in TORCH_TEST_RTOL.items()}
 
 
 def _compare(ours: dict, theirs: dict, dtype: str, what: str):
-    scale = max(float(np.abs(v).max()) for v in theirs.values())
+    scale = max(group_scale(theirs.values()), 1e-12)
     for k, v in theirs.items():
-        err = float(np.abs(ours[k].astype(np.float64) - v).max())
-        assert err <= TOL[dtype] * max(scale, 1e-12), f"{what} {k}: max error {err:.3g}"
+        assert_group_close(ours[k], v, TOL[dtype], scale, f"{what} {k}")
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -80,7 +80,7 @@ def test_ten_optimizer_steps_match_torch(backend, dtype, name, make, bn):
     if noisy:
         layers = model.plan.layers
         for i in range(len(layers) - 1):  # the Dense layers feeding a BatchNorm
-            if layers[i].kind == DENSE and layers[i + 1].kind == BATCHNORM:
+            if layers[i].kind == Layer.DENSE and layers[i + 1].kind == Layer.BATCHNORM:
                 del theirs[f"{i}.bias"], theirs[f"{i + 1}.running_mean"]
     _compare(model.named_parameters(), theirs, dtype, f"{name} state")
     if noisy:
@@ -89,5 +89,5 @@ def test_ten_optimizer_steps_match_torch(backend, dtype, name, make, bn):
     net.eval()
     with torch.no_grad():
         ref = net(torch.from_numpy(X.astype(dtype))).numpy()
-    ours = model.predict_raw(X)
-    assert float(np.abs(ours - ref).max()) <= TOL[dtype] * 10 * float(np.abs(ref).max())
+    assert_group_close(model.predict_raw(X), ref, TOL[dtype] * 10, float(np.abs(ref).max()),
+                       f"{name} inference outputs")

@@ -11,7 +11,7 @@ import numpy as np
 
 from .backends.base import layer_seed
 from .backends.numpy_backend import dropout_uniform
-from .plan import ACTIVATION, ACTIVATIONS, BATCHNORM, DENSE, DROPOUT, LEAKY_SLOPE
+from .contract import LEAKY_SLOPE, Act, Layer
 
 
 def available() -> tuple[bool, str]:
@@ -45,27 +45,27 @@ def build(model, seed: int = 0):
             return x * mask
 
     tdtype = torch.float64 if model.dtype == np.float64 else torch.float32
-    acts = {"identity": nn.Identity, "relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh,
-            "gelu": lambda: nn.GELU(approximate="none"),
-            "leaky_relu": lambda: nn.LeakyReLU(LEAKY_SLOPE)}
+    acts = {Act.IDENTITY: nn.Identity, Act.RELU: nn.ReLU, Act.SIGMOID: nn.Sigmoid,
+            Act.TANH: nn.Tanh, Act.GELU: lambda: nn.GELU(approximate="none"),
+            Act.LEAKY_RELU: lambda: nn.LeakyReLU(LEAKY_SLOPE)}
     params = model.named_parameters()
     mods = []
     for i, L in enumerate(model.plan.layers):
-        if L.kind == DENSE:
+        if L.kind == Layer.DENSE:
             m = nn.Linear(L.n_in, L.n_out, dtype=tdtype)
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(params[f"{i}.weight"].T.copy()))
                 m.bias.copy_(torch.from_numpy(params[f"{i}.bias"].copy()))
-        elif L.kind == ACTIVATION:
-            m = acts[ACTIVATIONS[L.activation]]()
-        elif L.kind == BATCHNORM:
+        elif L.kind == Layer.ACTIVATION:
+            m = acts[Act(L.activation)]()
+        elif L.kind == Layer.BATCHNORM:
             m = nn.BatchNorm1d(L.n_out, eps=L.eps, momentum=L.momentum, dtype=tdtype)
             with torch.no_grad():
                 m.weight.copy_(torch.from_numpy(params[f"{i}.weight"].copy()))
                 m.bias.copy_(torch.from_numpy(params[f"{i}.bias"].copy()))
                 m.running_mean.copy_(torch.from_numpy(params[f"{i}.running_mean"].copy()))
                 m.running_var.copy_(torch.from_numpy(params[f"{i}.running_var"].copy()))
-        elif L.kind == DROPOUT:
+        elif L.kind == Layer.DROPOUT:
             m = FixedMask(L.p, i)
         mods.append(m)
     net = nn.Sequential(*mods).to(tdtype)

@@ -5,7 +5,8 @@ Two checks, both on the exact configuration that is then timed:
 1. Kernel by kernel (gradkern backends): one `train_step` on fresh buffers, then every
    step of it is recomputed in float64 from the backend's *own* inputs, read back from the
    workspace (activations, their gradients, the gradients, the updated parameters), and
-   compared with DESIGN.md §5: |x - ref| <= 16·u·S + 4·u·|ref|, S = |A| @ |B| the natural
+   compared with the policy of gradkern.verify.tolerance (DESIGN.md §5):
+   |x - ref| <= 16·u·S + 4·u·|ref|, S = |A| @ |B| the natural
    error scale of the matmul (u: the dtype's machine epsilon). Using the backend's own
    inputs keeps the bound per kernel, with no compounding over depth and no ReLU kink
    flips between two correct summation orders.
@@ -22,10 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import backends
-from ..plan import ACTIVATION, DENSE, K_ACT, K_PA, K_PB, Buffers, Plan
+from ..contract import Act, Layer
+from ..plan import Buffers, Plan
+from ..verify.tolerance import E2E_RTOL, K_BENCH, K_BENCH_REF, excess_inplace, rel_frobenius
 from .workload import LR, GradkernRunner, Runner, Workload
-
-E2E_RTOL = {np.dtype(np.float32): 5e-2, np.dtype(np.float64): 1e-8}
 
 
 @dataclass
@@ -72,28 +73,15 @@ class _Bound:
         self.failed: list[str] = []
 
     def compare(self, what: str, x: np.ndarray, ref: np.ndarray, scale: np.ndarray) -> None:
-        """Elementwise |x - ref| <= 16·u·scale + 4·u·|ref|; scale is overwritten."""
-        # in place: these run over every activation and weight of the largest networks
-        bound = np.abs(ref)
-        bound *= 4 * self.u
-        scale *= 16 * self.u
-        bound += scale
-        err = x.astype(np.float64)
-        err -= ref
-        np.abs(err, out=err)
-        finite = bool(np.all(np.isfinite(err)))
-        excess = np.subtract(err, bound, out=scale)  # reuse scale's memory
-        worst = int(np.argmax(excess))
-        n_bad = int(np.count_nonzero(excess > 0)) if excess.flat[worst] > 0 else 0
-        np.maximum(bound, np.finfo(np.float64).tiny, out=bound)
-        np.divide(err, bound, out=err)
-        ratio = float(err.max(initial=0.0))
-        if ratio > self.worst[1]:
-            self.worst = (what, ratio)
-        if n_bad or not finite:
-            i = np.unravel_index(worst, x.shape)
-            self.failed.append(f"{what}: {n_bad} of {x.size} elements beyond 16·u·S "
-                               f"(finite: {finite}), e.g. at {tuple(int(k) for k in i)}: "
+        """Elementwise |x - ref| <= 16·u·scale + 4·u·|ref| (verify.tolerance); scale is
+        overwritten: these run over every activation and weight of the largest networks."""
+        e = excess_inplace(x, ref, scale, self.u, K_BENCH, K_BENCH_REF)
+        if e.ratio > self.worst[1]:
+            self.worst = (what, e.ratio)
+        if e.n_bad or not e.finite:
+            i = e.index
+            self.failed.append(f"{what}: {e.n_bad} of {x.size} elements beyond "
+                               f"{K_BENCH:g}·u·S (finite: {e.finite}), e.g. at {i}: "
                                f"{float(x[i])!r} vs {float(ref[i])!r}")
 
 
@@ -123,14 +111,12 @@ def check_kernels(runner: GradkernRunner) -> CheckResult:
     for i, L in enumerate(plan.layers):
         inp = x if i == 0 else bufs.out(i - 1, B)
         out = bufs.out(i, B)
-        r = plan.ops[i]
-        if L.kind == DENSE:
-            W = params0[r[K_PA] : r[K_PA] + L.n_in * L.n_out].reshape(L.n_in, L.n_out)
-            b = params0[r[K_PB] : r[K_PB] + L.n_out]
+        if L.kind == Layer.DENSE:
+            W, b = plan.params_of(i, params0).values()
             ref = inp.astype(np.float64) @ W.astype(np.float64) + b
             S = (_scale32(inp) @ _scale32(W)).astype(np.float64) + np.abs(b)
             chk.compare(f"matmul_forward[{i}]", out, ref, S)
-        elif L.kind == ACTIVATION and r[K_ACT] == 1:
+        elif L.kind == Layer.ACTIVATION and L.activation == Act.RELU:
             chk.compare(f"relu_forward[{i}]", out, np.maximum(inp, 0).astype(np.float64),
                         np.zeros(out.shape))
         else:
@@ -150,14 +136,11 @@ def check_kernels(runner: GradkernRunner) -> CheckResult:
     # backward, layer by layer, from the backend's own dout
     for i in range(n_layers - 1, -1, -1):
         L = plan.layers[i]
-        r = plan.ops[i]
         dout = bufs.dout(i, B)
         inp = x if i == 0 else bufs.out(i - 1, B)
-        if L.kind == DENSE:
-            k = L.n_in * L.n_out
-            W = params0[r[K_PA] : r[K_PA] + k].reshape(L.n_in, L.n_out)
-            dW = bufs.grads[r[K_PA] : r[K_PA] + k].reshape(L.n_in, L.n_out)
-            db = bufs.grads[r[K_PB] : r[K_PB] + L.n_out]
+        if L.kind == Layer.DENSE:
+            W = plan.params_of(i, params0)["W"]
+            dW, db = bufs.grads_of(i).values()
             d64 = dout.astype(np.float64)
             chk.compare(f"matmul_backward.dweight[{i}]", dW, inp.astype(np.float64).T @ d64,
                         (_scale32(inp).T @ _scale32(dout)).astype(np.float64))
@@ -211,11 +194,7 @@ def check_end_to_end(runner: Runner, wl: Workload, ref: tuple, res: CheckResult)
                 res.ok = False
                 res.messages.append(f"{name}[{i}] has shape {g.shape}, expected {r.shape}")
                 continue
-            norm = float(np.linalg.norm(r))
-            err = float(np.linalg.norm(g.astype(np.float64) - r))
-            rel = err / norm if norm > 0 else err
-            if not np.isfinite(rel):
-                rel = float("inf")
+            rel = rel_frobenius(g, r)
             worst = max(worst, rel)
             if rel > rtol:
                 res.ok = False
