@@ -8,6 +8,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
+from .._markdown import table
 from .scaling import fastest_regions, fit_scaling
 from .workload import PEERS
 
@@ -210,9 +211,7 @@ def write_plots(results: dict, out: Path) -> tuple[list[str], str | None]:
 # ------------------------------------------------------------------ Markdown
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return lines + [""]
+    return table(header, rows, align=False).split("\n") + [""]
 
 
 def headline_cells(cfg: dict) -> list[tuple[int, int, int]]:
