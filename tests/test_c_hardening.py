@@ -331,7 +331,7 @@ y = rng.integers(0, 10, 256)
 model = gk.MLP([64, 256, 256, 10], activation="relu", loss="cross_entropy",
                dtype="float32", backend="c", seed=0)
 hist = model.fit(X, y, epochs=1, batch_size=64, progress=False)
-st = model.bufs.__dict__["_gk_c_model"]
+st = gk.backends.get("c")._models.get(model.bufs)  # kept by the backend, not on bufs
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 print(json.dumps({"threads": int(c_backend.lib.gk_get_threads()), "work": int(st.work.size),
                   "set_big": gk.backends.get("c").set_threads(10**12),

@@ -21,6 +21,18 @@ from gradkern.plan import ACTIVATION, BATCHNORM, DENSE, DROPOUT, Buffers, LayerS
 
 numba_backend = pytest.importorskip("gradkern.backends.numba_backend")
 NB = numba_backend.NumbaBackend()
+
+
+class _PythonDriver(numba_backend.NumbaBackend):
+    """Numba's jitted kernels under base.Backend's Python plan driver (not the fused one)."""
+
+    _forward = Backend._forward
+    _gradients = Backend._gradients
+    _train_step = Backend._train_step
+    _train_epoch = Backend._train_epoch
+
+
+PY = _PythonDriver()
 REF = gk.backends.get("numpy")
 DTYPES = [np.float32, np.float64]
 
@@ -78,11 +90,11 @@ def test_fused_gradients_equal_python_driver(dtype, loss):
     """The jitted forward/gradients walk the plan exactly as Backend's Python driver does."""
     plan, bufs, x, y = _setup(dtype, loss)
     other = _clone(bufs)
-    _eq(NB.forward(plan, bufs, x), Backend.forward(NB, plan, other, x), "inference forward")
+    _eq(NB.forward(plan, bufs, x), PY.forward(plan, other, x), "inference forward")
     _eq(NB.forward(plan, bufs, x, training=True, seed=7),
-        Backend.forward(NB, plan, other, x, training=True, seed=7), "training forward")
+        PY.forward(plan, other, x, training=True, seed=7), "training forward")
     loss_f = NB.gradients(plan, bufs, x, y, seed=11)
-    loss_p = Backend.gradients(NB, plan, other, x, y, seed=11)
+    loss_p = PY.gradients(plan, other, x, y, seed=11)
     assert loss_f == loss_p
     _eq(bufs.grads, other.grads, "grads")
     _eq(bufs.cache[: plan.cache_fixed], other.cache[: plan.cache_fixed], "batchnorm cache")
@@ -102,14 +114,14 @@ def test_fused_train_step_and_epoch_equal_python_driver(dtype, make_opt, clip):
         o.bind(plan.n_params, plan.dtype)
     for k in range(3):
         lf = NB.train_step(plan, bufs, x, y, opt_f, seed=k, clip_norm=clip)
-        lp = Backend.train_step(NB, plan, other, x, y, opt_p, seed=k, clip_norm=clip)
+        lp = PY.train_step(plan, other, x, y, opt_p, seed=k, clip_norm=clip)
         assert lf == lp
     # an epoch: 20 rows in batches of 8 -> 8, 8, 4
     perm = np.random.default_rng(5).permutation(20).astype(np.int64)
     seeds = np.arange(3, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
     out_f, out_p = (np.zeros(3), np.zeros(3)), (np.zeros(3), np.zeros(3))
     assert NB.train_epoch(plan, bufs, x, y, perm, 8, opt_f, seeds, clip, *out_f) == 3
-    assert Backend.train_epoch(NB, plan, other, x, y, perm, 8, opt_p, seeds, clip, *out_p) == 3
+    assert PY.train_epoch(plan, other, x, y, perm, 8, opt_p, seeds, clip, *out_p) == 3
     _eq(out_f[0], out_p[0], "losses")
     _eq(out_f[1], out_p[1], "gnorms")
     _eq(bufs.params, other.params, "params")

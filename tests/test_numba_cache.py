@@ -9,6 +9,7 @@ NUMBA_CACHE_DIR under tmp_path, so a regression fails the test instead of killin
 
 from __future__ import annotations
 
+import enum
 import os
 import shutil
 import signal
@@ -167,14 +168,20 @@ def test_every_cached_function_is_guarded():
 
 
 def test_cache_key_holds_the_constants_a_function_reads(monkeypatch):
-    """plan.py's column indices are frozen into the compiled drivers; numba keys entries
+    """The contract's columns and codes are frozen into the compiled drivers; numba keys entries
     by this file's source only, so the key adds every constant read, through callees."""
     key = numba_backend._constants_key
     forward = numba_backend._forward.py_func
     before = key(forward)
     assert key(forward) == before  # stable within a process and across processes
-    monkeypatch.setitem(numba_backend.__dict__, "K_KIND", numba_backend.K_KIND + 100)
+    shifted = enum.IntEnum("Ops", {m.name: m.value + 100 for m in numba_backend.Ops})
+    monkeypatch.setitem(numba_backend.__dict__, "Ops", shifted)  # ops[i, Ops.KIND]
     assert key(forward) != before  # read by _forward itself
+    monkeypatch.undo()
+    assert key(forward) == before
+    shifted = enum.IntEnum("Layer", {m.name: m.value + 1 for m in numba_backend.Layer})
+    monkeypatch.setitem(numba_backend.__dict__, "Layer", shifted)  # kind == Layer.DENSE
+    assert key(forward) != before
     monkeypatch.undo()
     before_step = key(numba_backend._train_step.py_func)
     monkeypatch.setitem(numba_backend.__dict__, "CHUNK", numba_backend.CHUNK * 2)

@@ -3,12 +3,14 @@
 The C code (csrc/) holds every kernel of the contract in float32 and float64, our own
 blocked GEMM with a register micro-kernel per instruction set (AVX-512, AVX2+FMA,
 generic C, chosen at load), and fused drivers that run a forward pass, a training step
-or a whole epoch of minibatches in one call. This file is the thin wrapper: it checks
-dtype, shape and contiguity, allocates in Python, and passes pointers and int64 sizes.
+or a whole epoch of minibatches in one call. This file is the thin wrapper: the
+arguments arrive checked by the adapter (base.Backend); it allocates in Python and
+passes pointers and int64 sizes.
 
 Pointers to a model's flat buffers and plan arrays are converted once per
-(plan, Buffers, capacity) into a `gk_model` struct cached on the Buffers object, and once
-per optimizer into a `gk_optim` struct; a step then passes only x, y and the seed.
+(plan, Buffers, capacity) into a `gk_model` struct, and once per optimizer into a
+`gk_optim` struct; the backend keeps both itself (keyed weakly by the Buffers and the
+Optimizer, nothing stored on them), and a step then passes only x, y and the seed.
 C checks every index it is handed (class labels, permutation entries, plan offsets) and
 returns an error code, which becomes a ValueError here.
 
@@ -51,9 +53,10 @@ import warnings
 
 import numpy as np
 
-from ..optim import ADAM_KIND, SGD_KIND, Optimizer
+from ..contract import Err, Isa, Loss
+from ..optim import Optimizer
 from ..plan import Buffers, Plan
-from .base import MASK64, Backend, require_elements
+from .base import Backend, PerObject
 
 
 def _load_extension():
@@ -118,14 +121,14 @@ def _check_environment() -> None:
 
 _check_environment()
 
-ISA_NAMES = {0: "generic", 1: "avx2", 2: "avx512"}
+ISA_NAMES = {int(m): m.name.lower() for m in Isa}  # {0: 'generic', 1: 'avx2', 2: 'avx512'}
 ERRORS = {
-    -1: "a class label is outside [0, K)",
-    -2: "a permutation entry is outside [0, N)",
-    -3: "array sizes do not fit the plan or the workspace",
-    -4: "the GEMM workspace is too small",
-    -5: "unknown kind code",
-    -6: "the plan's offsets do not fit its buffers",
+    Err.LABEL: "a class label is outside [0, K)",
+    Err.INDEX: "a permutation entry is outside [0, N)",
+    Err.SHAPE: "array sizes do not fit the plan or the workspace",
+    Err.WORKSPACE: "the GEMM workspace is too small",
+    Err.KIND: "unknown kind code",
+    Err.PLAN: "the plan's offsets do not fit its buffers",
 }
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -167,39 +170,6 @@ def _i64ptr(a):
     return ffi.from_buffer("int64_t[]", a)
 
 
-def _dtype_of(a, what: str) -> np.dtype:
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{what} must be a numpy array, got {type(a).__name__}")
-    if a.dtype not in DTYPES:
-        raise TypeError(f"{what} has dtype {a.dtype}; the C kernels take float32 or float64")
-    return a.dtype
-
-
-def _out(a, dtype: np.dtype, shape: tuple, what: str) -> np.ndarray:
-    """An output array: exactly this dtype and shape, C-contiguous and writeable."""
-    if not isinstance(a, np.ndarray) or a.dtype != dtype:
-        got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
-        raise TypeError(f"{what} must be a {dtype} array, got {got}")
-    if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
-    if not a.flags.c_contiguous or not a.flags.writeable:
-        raise ValueError(f"{what} must be C-contiguous and writeable")
-    return a
-
-
-def _in(a, dtype: np.dtype, shape: tuple, what: str) -> np.ndarray:
-    """An input array: converted to a C-contiguous array of dtype when it is not one."""
-    a = np.asarray(a)
-    if a.dtype != dtype or not a.flags.c_contiguous:
-        a = np.ascontiguousarray(a, dtype=dtype)
-    if a.shape != shape:
-        raise ValueError(f"{what} has shape {a.shape}, expected {shape}")
-    return a
-
-
-def _uint64(seed) -> int:
-    return int(seed) & MASK64
-
 
 class _ModelState:
     """A gk_model struct for one (plan, Buffers, capacity), and the arrays it points into."""
@@ -221,7 +191,7 @@ class _ModelState:
         m.n_layers = len(plan.layers)
         m.ops, m.fargs = _i64ptr(self.ops), ffi.cast("double *", self.fargs.ctypes.data)
         m.out_off, m.cache_off = _i64ptr(self.out_off), _i64ptr(self.cache_off)
-        m.loss, m.capacity = plan.loss_code, cap
+        m.loss, m.capacity = int(plan.loss_code), cap
         for name in ("params", "grads", "state", "acts", "dacts", "cache"):
             a = getattr(bufs, name)
             setattr(m, name, ffi.cast("void *", a.ctypes.data))
@@ -249,7 +219,7 @@ class _OptimState:
     def __init__(self, opt: Optimizer):
         self.buf1, self.buf2, self.hyper, self.step = opt.buf1, opt.buf2, opt.hyper, opt.step
         o = ffi.new("gk_optim *")
-        o.kind = opt.kind
+        o.kind = int(opt.kind)
         o.hyper = ffi.cast("double *", opt.hyper.ctypes.data)
         o.step = _i64ptr(opt.step)
         o.buf1 = ffi.cast("void *", opt.buf1.ctypes.data)
@@ -261,13 +231,20 @@ class _OptimState:
                 and self.step is opt.step)
 
 
+
 class CBackend(Backend):
-    """C kernels (cffi) with fused step and epoch drivers."""
+    """C kernels (cffi) with fused step and epoch drivers. The arguments arrive checked
+    (base.Backend); this wrapper turns them into pointers and int64 sizes. C refuses an
+    out-of-range label itself (GK_ERR_LABEL) before any model state changes."""
 
     name = "c"
+    checks_labels = True
+    lib = lib  # the compiled library: its GK_* values are compared with the contract
 
     def __init__(self) -> None:
         self._tls = threading.local()
+        self._models = PerObject()  # Buffers -> _ModelState
+        self._optims = PerObject()  # Optimizer -> _OptimState
 
     # ------------------------------------------------------------------ helpers
     def _work(self, dtype: np.dtype, size: int) -> np.ndarray:
@@ -281,322 +258,156 @@ class CBackend(Backend):
 
     # ------------------------------------------------------------------ kernels
     # out (B, OC) = inp (B, C) @ weight (C, OC) + bias (OC)
-    def matmul_forward(self, out, inp, weight, bias):
-        dt = _dtype_of(out, "out")
-        B, OC = out.shape
-        C = np.shape(weight)[0]
-        _out(out, dt, (B, OC), "out")
-        inp = _in(inp, dt, (B, C), "inp")
-        weight = _in(weight, dt, (C, OC), "weight")
-        bias = _in(bias, dt, (OC,), "bias")
-        fn = FUNCS[dt]
-        w = self._work(dt, fn.gemm_work(B, OC, C))
+    def _matmul_forward(self, out, inp, weight, bias):
+        fn = FUNCS[out.dtype]
+        (B, OC), C = out.shape, inp.shape[1]
+        w = self._work(out.dtype, fn.gemm_work(B, OC, C))
         _check(fn.matmul_forward(_ptr(fn, out), _ptr(fn, inp), _ptr(fn, weight),
                                  _ptr(fn, bias), B, C, OC, _ptr(fn, w), w.size),
                "matmul_forward")
 
     # dinp (B, C) = dout @ weight.T (skipped when None); dweight = inp.T @ dout; dbias = Σ dout
-    def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
-        dt = _dtype_of(dweight, "dweight")
-        C, OC = dweight.shape
-        B = np.shape(dout)[0]
-        _out(dweight, dt, (C, OC), "dweight")
-        _out(dbias, dt, (OC,), "dbias")
-        if dinp is not None:
-            _out(dinp, dt, (B, C), "dinp")
-        dout = _in(dout, dt, (B, OC), "dout")
-        inp = _in(inp, dt, (B, C), "inp")
-        weight = _in(weight, dt, (C, OC), "weight")
-        fn = FUNCS[dt]
-        need = max(fn.gemm_work(B, C, OC), fn.gemm_work(C, OC, B))
-        w = self._work(dt, need)
+    def _matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
+        fn = FUNCS[dweight.dtype]
+        (C, OC), B = dweight.shape, dout.shape[0]
+        w = self._work(dweight.dtype, max(fn.gemm_work(B, C, OC), fn.gemm_work(C, OC, B)))
         _check(fn.matmul_backward(_ptr(fn, dinp), _ptr(fn, dweight), _ptr(fn, dbias),
                                   _ptr(fn, dout), _ptr(fn, inp), _ptr(fn, weight), B, C, OC,
                                   _ptr(fn, w), w.size), "matmul_backward")
 
     # out (B, N) = act(inp)
-    def activation_forward(self, kind, out, inp):
-        dt = _dtype_of(out, "out")
-        _out(out, dt, out.shape, "out")
-        inp = _in(inp, dt, out.shape, "inp")
-        fn = FUNCS[dt]
-        _check(fn.activation_forward(int(kind), _ptr(fn, out), _ptr(fn, inp), out.size),
+    def _activation_forward(self, kind, out, inp):
+        fn = FUNCS[out.dtype]
+        _check(fn.activation_forward(kind, _ptr(fn, out), _ptr(fn, inp), out.size),
                f"activation code {kind}")
 
     # dinp (B, N) = dout * act'(inp); out = act(inp)
-    def activation_backward(self, kind, dinp, dout, inp, out):
-        dt = _dtype_of(dinp, "dinp")
-        shape = dinp.shape
-        _out(dinp, dt, shape, "dinp")
-        dout, inp = _in(dout, dt, shape, "dout"), _in(inp, dt, shape, "inp")
-        out = _in(out, dt, shape, "out")
-        fn = FUNCS[dt]
-        _check(fn.activation_backward(int(kind), _ptr(fn, dinp), _ptr(fn, dout), _ptr(fn, inp),
+    def _activation_backward(self, kind, dinp, dout, inp, out):
+        fn = FUNCS[dinp.dtype]
+        _check(fn.activation_backward(kind, _ptr(fn, dinp), _ptr(fn, dout), _ptr(fn, inp),
                                       _ptr(fn, out), dinp.size), f"activation code {kind}")
 
     # pred, dpred (B, K); target (B, K) floats or labels (B,) int64
-    def loss_forward_backward(self, kind, dpred, pred, target):
-        dt = _dtype_of(dpred, "dpred")
-        shape = dpred.shape
-        if len(shape) != 2:
-            raise ValueError(f"dpred has shape {shape}; expected (B, K)")
-        B, K = shape
-        _out(dpred, dt, shape, "dpred")
-        require_elements("the loss", dpred)
-        pred = _in(pred, dt, shape, "pred")
-        fn = FUNCS[dt]
+    def _loss_forward_backward(self, kind, dpred, pred, target):
+        fn = FUNCS[dpred.dtype]
+        B, K = dpred.shape
         loss = ffi.new("double *")
-        if int(kind) == 1:
-            labels = _in(target, np.dtype(np.int64), (B,), "labels")
-            rc = fn.loss_forward_backward(1, _ptr(fn, dpred), loss, _ptr(fn, pred), NULL,
-                                          _i64ptr(labels), B, K)
+        if kind == Loss.CROSS_ENTROPY:
+            t, labels = NULL, _i64ptr(target)
         else:
-            target = _in(target, dt, shape, "target")
-            rc = fn.loss_forward_backward(int(kind), _ptr(fn, dpred), loss, _ptr(fn, pred),
-                                          _ptr(fn, target), NULL, B, K)
-        _check(rc, f"loss code {kind}")
+            t, labels = _ptr(fn, target), NULL
+        _check(fn.loss_forward_backward(kind, _ptr(fn, dpred), loss, _ptr(fn, pred), t, labels,
+                                        B, K), f"loss code {kind}")
         return float(loss[0])
 
-    # out, inp (B, N); mean, var, rstd, gamma, beta, running stats (N)
-    def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
-                          running_mean, running_var, training, eps):
-        dt = _dtype_of(out, "out")
+    # out, inp (B, N); mean, var, rstd, gamma, beta, running stats (N); None: not read
+    def _batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
+                           running_mean, running_var, training, eps):
+        fn = FUNCS[out.dtype]
         B, N = out.shape
-        _out(out, dt, (B, N), "out")
-        inp = _in(inp, dt, (B, N), "inp")
-        gamma, beta = _in(gamma, dt, (N,), "gamma"), _in(beta, dt, (N,), "beta")
-        fn = FUNCS[dt]
-        if training:
-            for a, what in ((mean, "mean"), (var, "var"), (rstd, "rstd")):
-                _out(a, dt, (N,), what)
-            if B < 1:
-                raise ValueError("batch normalization in training needs at least one row")
-            rm = rv = NULL
-        else:
-            rm = _ptr(fn, _in(running_mean, dt, (N,), "running_mean"))
-            rv = _ptr(fn, _in(running_var, dt, (N,), "running_var"))
-            mean = var = rstd = None
         _check(fn.batchnorm_forward(_ptr(fn, out), _ptr(fn, mean), _ptr(fn, var), _ptr(fn, rstd),
-                                    _ptr(fn, inp), _ptr(fn, gamma), _ptr(fn, beta), rm, rv,
-                                    int(bool(training)), float(eps), B, N), "batchnorm_forward")
+                                    _ptr(fn, inp), _ptr(fn, gamma), _ptr(fn, beta),
+                                    _ptr(fn, running_mean), _ptr(fn, running_var),
+                                    int(training), eps, B, N), "batchnorm_forward")
 
-    def batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
-        dt = _dtype_of(dgamma, "dgamma")
-        (N,) = dgamma.shape
-        B = np.shape(dout)[0]
-        _out(dgamma, dt, (N,), "dgamma")
-        _out(dbeta, dt, (N,), "dbeta")
-        if dinp is not None:
-            _out(dinp, dt, (B, N), "dinp")
-        dout, inp = _in(dout, dt, (B, N), "dout"), _in(inp, dt, (B, N), "inp")
-        mean, rstd = _in(mean, dt, (N,), "mean"), _in(rstd, dt, (N,), "rstd")
-        gamma = _in(gamma, dt, (N,), "gamma")
-        fn = FUNCS[dt]
+    def _batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
+        fn = FUNCS[dgamma.dtype]
+        B, N = dout.shape
         _check(fn.batchnorm_backward(_ptr(fn, dinp), _ptr(fn, dgamma), _ptr(fn, dbeta),
                                      _ptr(fn, dout), _ptr(fn, inp), _ptr(fn, mean),
                                      _ptr(fn, rstd), _ptr(fn, gamma), B, N), "batchnorm_backward")
 
-    def batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
-        dt = _dtype_of(running_mean, "running_mean")
-        (N,) = running_mean.shape
-        _out(running_mean, dt, (N,), "running_mean")
-        _out(running_var, dt, (N,), "running_var")
-        mean, var = _in(mean, dt, (N,), "mean"), _in(var, dt, (N,), "var")
-        fn = FUNCS[dt]
+    def _batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
+        fn = FUNCS[running_mean.dtype]
         _check(fn.batchnorm_update_running(_ptr(fn, running_mean), _ptr(fn, running_var),
-                                           _ptr(fn, mean), _ptr(fn, var), int(rows),
-                                           float(momentum), N), "batchnorm_update_running")
+                                           _ptr(fn, mean), _ptr(fn, var), rows, momentum,
+                                           running_mean.size), "batchnorm_update_running")
 
-    def dropout_forward(self, out, mask, inp, p, seed):
-        dt = _dtype_of(out, "out")
-        _out(out, dt, out.shape, "out")
-        _out(mask, dt, out.shape, "mask")
-        inp = _in(inp, dt, out.shape, "inp")
-        p = float(p)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout rate must be in [0, 1), got {p}")
-        fn = FUNCS[dt]
-        _check(fn.dropout_forward(_ptr(fn, out), _ptr(fn, mask), _ptr(fn, inp), p,
-                                  _uint64(seed), out.size), "dropout_forward")
+    def _dropout_forward(self, out, mask, inp, p, seed):
+        fn = FUNCS[out.dtype]
+        _check(fn.dropout_forward(_ptr(fn, out), _ptr(fn, mask), _ptr(fn, inp), p, seed,
+                                  out.size), "dropout_forward")
 
-    def dropout_backward(self, dinp, dout, mask):
-        dt = _dtype_of(dinp, "dinp")
-        _out(dinp, dt, dinp.shape, "dinp")
-        dout, mask = _in(dout, dt, dinp.shape, "dout"), _in(mask, dt, dinp.shape, "mask")
-        fn = FUNCS[dt]
+    def _dropout_backward(self, dinp, dout, mask):
+        fn = FUNCS[dinp.dtype]
         _check(fn.dropout_backward(_ptr(fn, dinp), _ptr(fn, dout), _ptr(fn, mask), dinp.size),
                "dropout_backward")
 
-    @staticmethod
-    def _hyper(hyper) -> np.ndarray:
-        h = np.ascontiguousarray(hyper, dtype=np.float64)
-        if h.shape != (9,):
-            raise ValueError(f"hyper has shape {h.shape}, expected (9,)")
-        return h
-
-    def sgd_update(self, params, grads, buf, hyper, step):
-        dt = _dtype_of(params, "params")
-        shape = params.shape
-        _out(params, dt, shape, "params")
-        _out(buf, dt, shape, "buf")
-        grads, h = _in(grads, dt, shape, "grads"), self._hyper(hyper)
-        fn = FUNCS[dt]
+    def _sgd_update(self, params, grads, buf, hyper, step):
+        fn = FUNCS[params.dtype]
+        if buf is None:  # no momentum: C is still handed a buffer it may not overrun
+            buf = self._work(params.dtype, params.size)
         _check(fn.sgd_update(_ptr(fn, params), _ptr(fn, buf), _ptr(fn, grads),
-                             ffi.from_buffer("double[]", h), int(step), params.size),
+                             ffi.from_buffer("double[]", hyper), step, params.size),
                "sgd_update")
 
-    def adam_update(self, params, grads, m, v, hyper, step):
-        dt = _dtype_of(params, "params")
-        shape = params.shape
-        _out(params, dt, shape, "params")
-        _out(m, dt, shape, "m")
-        _out(v, dt, shape, "v")
-        grads, h = _in(grads, dt, shape, "grads"), self._hyper(hyper)
-        fn = FUNCS[dt]
+    def _adam_update(self, params, grads, m, v, hyper, step):
+        fn = FUNCS[params.dtype]
         _check(fn.adam_update(_ptr(fn, params), _ptr(fn, m), _ptr(fn, v), _ptr(fn, grads),
-                              ffi.from_buffer("double[]", h), int(step), params.size),
+                              ffi.from_buffer("double[]", hyper), step, params.size),
                "adam_update")
 
-    def sum_squares(self, x) -> float:
-        dt = _dtype_of(x, "x")
-        x = _in(x, dt, x.shape, "x")
-        fn = FUNCS[dt]
+    def _sum_squares(self, x) -> float:
+        fn = FUNCS[x.dtype]
         return float(fn.sum_squares(_ptr(fn, x), x.size))
 
-    def scale(self, x, factor) -> None:
-        dt = _dtype_of(x, "x")
-        _out(x, dt, x.shape, "x")
-        fn = FUNCS[dt]
-        fn.scale(_ptr(fn, x), float(factor), x.size)
+    def _scale(self, x, factor) -> None:
+        fn = FUNCS[x.dtype]
+        fn.scale(_ptr(fn, x), factor, x.size)
 
     # ------------------------------------------------------------------ driver helpers
-    @staticmethod
-    def _model(plan: Plan, bufs: Buffers) -> _ModelState:
-        st = bufs.__dict__.get("_gk_c_model")
+    def _model(self, plan: Plan, bufs: Buffers) -> _ModelState:
+        st = self._models.get(bufs)
         if st is None or not st.matches(plan, bufs):
             st = _ModelState(plan, bufs)
-            bufs.__dict__["_gk_c_model"] = st
+            self._models.put(bufs, st)
         return st
 
-    @staticmethod
-    def _optim(opt: Optimizer, plan: Plan) -> _OptimState:
-        st = opt.__dict__.get("_gk_c_optim")
-        if st is not None and st.matches(opt) and st.buf1.dtype == plan.dtype \
-                and st.buf1.size == plan.n_params:
-            return st
-        if opt.kind not in (SGD_KIND, ADAM_KIND):
-            raise ValueError(f"unknown optimizer kind {opt.kind}")
-        if opt.buf1 is None:
-            opt.bind(plan.n_params, plan.dtype)
-        if opt.buf1.dtype != plan.dtype or opt.buf1.size != plan.n_params:
-            raise TypeError(f"optimizer state is {opt.buf1.size} {opt.buf1.dtype}; the plan "
-                            f"has {plan.n_params} {plan.dtype}")
+    def _optim(self, opt: Optimizer) -> _OptimState:
+        st = self._optims.get(opt)
         if st is None or not st.matches(opt):
             st = _OptimState(opt)
-            opt.__dict__["_gk_c_optim"] = st
+            self._optims.put(opt, st)
         return st
 
     @staticmethod
-    def _x(plan: Plan, bufs: Buffers, x) -> np.ndarray:
-        """x as a C-contiguous (rows, n_in) array of the plan's dtype; the workspace grown
-        to hold it. (Kept lean: it runs on every step.)"""
-        if type(x) is not np.ndarray or x.dtype != plan.dtype or not x.flags.c_contiguous:
-            x = np.ascontiguousarray(x, dtype=plan.dtype)
-        if x.ndim != 2 or x.shape[1] != plan.n_in:
-            raise ValueError(f"x has shape {x.shape}; the plan takes (rows, {plan.n_in})")
-        rows = x.shape[0]
-        if rows == 0:
-            raise ValueError("x has no rows")
-        if rows > bufs.capacity:
-            bufs.ensure_capacity(rows)
-        return x
-
-    @staticmethod
-    def _y(plan: Plan, y, rows: int) -> tuple[object, object]:
-        """(target pointer, labels pointer) for the plan's loss; the unused one is NULL.
-        The pointers keep their arrays alive."""
-        if plan.loss_code == 1:
-            labels = y
-            if type(y) is not np.ndarray or y.dtype != np.int64 or not y.flags.c_contiguous:
-                labels = np.ascontiguousarray(y, dtype=np.int64)
-            if labels.ndim != 1:
-                labels = labels.reshape(-1)
-            if labels.shape[0] != rows:
-                raise ValueError(f"labels have shape {np.shape(y)}; expected ({rows},)")
-            return NULL, _i64ptr(labels)
-        target = y
-        if type(y) is not np.ndarray or y.dtype != plan.dtype or not y.flags.c_contiguous:
-            target = np.ascontiguousarray(y, dtype=plan.dtype)
-        if target.ndim == 1 and plan.n_out == 1:
-            target = target.reshape(-1, 1)
-        if target.shape != (rows, plan.n_out):
-            raise ValueError(f"y has shape {target.shape}; expected ({rows}, {plan.n_out})")
-        return _ptr(FUNCS[plan.dtype], target), NULL
+    def _y_ptrs(fn: _Funcs, plan: Plan, y: np.ndarray) -> tuple[object, object]:
+        """(target pointer, labels pointer) for the plan's loss; the unused one is NULL."""
+        if plan.loss_code == Loss.CROSS_ENTROPY:
+            return NULL, _i64ptr(y)
+        return _ptr(fn, y), NULL
 
     # ------------------------------------------------------------------ drivers
-    def forward(self, plan: Plan, bufs: Buffers, x: np.ndarray, training: bool = False,
-                seed: int = 0) -> np.ndarray:
-        x = self._x(plan, bufs, x)
+    def _forward(self, plan: Plan, bufs: Buffers, x, training, seed):
         st, fn = self._model(plan, bufs), FUNCS[plan.dtype]
         rows = x.shape[0]
-        _check(fn.forward(st.m, _ptr(fn, x), rows, int(bool(training)), _uint64(seed)),
-               "forward")
+        _check(fn.forward(st.m, _ptr(fn, x), rows, int(training), seed), "forward")
         return bufs.out(len(plan.layers) - 1, rows)
 
-    def gradients(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
-                  seed: int = 0) -> float:
-        x = self._x(plan, bufs, x)
-        rows = x.shape[0]
-        target, labels = self._y(plan, y, rows)
+    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed):
         st, fn = self._model(plan, bufs), FUNCS[plan.dtype]
+        target, labels = self._y_ptrs(fn, plan, y)
         out = st.out
-        _check(fn.gradients(st.m, out, _ptr(fn, x), target, labels, rows, _uint64(seed)),
+        _check(fn.gradients(st.m, out, _ptr(fn, x), target, labels, x.shape[0], seed),
                "gradients")
-        return float(out[0])
+        return out[0]
 
-    def train_step(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
-                   opt: Optimizer, seed: int = 0, clip_norm: float = 0.0) -> tuple[float, float]:
-        x = self._x(plan, bufs, x)
-        rows = x.shape[0]
-        target, labels = self._y(plan, y, rows)
-        st, ost, fn = self._model(plan, bufs), self._optim(opt, plan), FUNCS[plan.dtype]
+    def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed, clip_norm):
+        st, ost, fn = self._model(plan, bufs), self._optim(opt), FUNCS[plan.dtype]
+        target, labels = self._y_ptrs(fn, plan, y)
         out = st.out
-        _check(fn.train_step(st.m, ost.o, out, out + 1, _ptr(fn, x), target, labels, rows,
-                             _uint64(seed), float(clip_norm)), "train_step")
-        return float(out[0]), float(out[1])
+        _check(fn.train_step(st.m, ost.o, out, out + 1, _ptr(fn, x), target, labels,
+                             x.shape[0], seed, clip_norm), "train_step")
+        return out[0], out[1]
 
-    def train_epoch(self, plan: Plan, bufs: Buffers, X: np.ndarray, Y: np.ndarray,
-                    perm: np.ndarray, batch_size: int, opt: Optimizer, seeds: np.ndarray,
-                    clip_norm: float, losses: np.ndarray, gnorms: np.ndarray) -> int:
-        X = np.asarray(X)
-        if X.dtype != plan.dtype or not X.flags.c_contiguous:
-            X = np.ascontiguousarray(X, dtype=plan.dtype)
-        if X.ndim != 2 or X.shape[1] != plan.n_in:
-            raise ValueError(f"X has shape {X.shape}; the plan takes (rows, {plan.n_in})")
-        n_rows = X.shape[0]
-        target, labels = self._y(plan, Y, n_rows)
-        batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        perm = np.ascontiguousarray(perm, dtype=np.int64)
-        if perm.ndim != 1:
-            raise ValueError(f"perm must be a 1-D index array, got shape {perm.shape}")
-        n_batches = (perm.shape[0] + batch_size - 1) // batch_size
-        seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
-        for name, a in (("seeds", seeds), ("losses", losses), ("gnorms", gnorms)):
-            if a.ndim != 1 or a.shape[0] < n_batches:
-                raise ValueError(f"{name} holds {a.shape} entries for {n_batches} batches")
-        for name, a in (("losses", losses), ("gnorms", gnorms)):
-            if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
-                raise TypeError(f"{name} must be a writeable contiguous float64 array")
-        if n_batches == 0:
-            return 0
-        bufs.ensure_capacity(min(batch_size, perm.shape[0]))
-        st, ost, fn = self._model(plan, bufs), self._optim(opt, plan), FUNCS[plan.dtype]
+    def _train_epoch(self, plan: Plan, bufs: Buffers, X, Y, perm, batch_size, opt: Optimizer,
+                     seeds, clip_norm, losses, gnorms):
+        st, ost, fn = self._model(plan, bufs), self._optim(opt), FUNCS[plan.dtype]
+        target, labels = self._y_ptrs(fn, plan, Y)
         done = fn.train_epoch(st.m, ost.o, ffi.from_buffer("double[]", losses),
                               ffi.from_buffer("double[]", gnorms), _ptr(fn, X), target,
-                              labels, n_rows, _i64ptr(perm), perm.shape[0], batch_size,
-                              ffi.from_buffer("uint64_t[]", seeds), float(clip_norm))
+                              labels, X.shape[0], _i64ptr(perm), perm.shape[0], batch_size,
+                              ffi.from_buffer("uint64_t[]", seeds), clip_norm)
         return _check(int(done), "train_epoch")
 
     # ------------------------------------------------------------------ threads, report
@@ -661,3 +472,4 @@ class CBackend(Backend):
 
 
 BACKEND = CBackend
+

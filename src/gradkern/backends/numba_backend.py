@@ -43,6 +43,7 @@ never 'nnan'/'ninf', which would let the compiler drop the finiteness check.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import math
 import time
@@ -68,28 +69,10 @@ except ImportError as exc:
         "install it with `pip install scipy`"
     ) from exc
 
-from ..optim import ADAM_KIND, HYPER_COLS, SGD_KIND, Optimizer
-from ..plan import (
-    ACTIVATION,
-    BATCHNORM,
-    DENSE,
-    DROPOUT,
-    F_EPS,
-    F_MOM,
-    F_P,
-    K_ACT,
-    K_IN,
-    K_KIND,
-    K_OUT,
-    K_PA,
-    K_PB,
-    K_SA,
-    K_SB,
-    LEAKY_SLOPE,
-    Buffers,
-    Plan,
-)
-from .base import GOLDEN, LAYER_MIX, MASK64, Backend, require_elements
+from ..contract import GOLDEN, LAYER_MIX, LEAKY_SLOPE, Act, Fargs, Hyper, Layer, Loss, Ops, Opt
+from ..optim import Optimizer
+from ..plan import Buffers, Plan
+from .base import Backend
 
 # The on-disk cache is keyed by signature and source, not by compile flags: code cached
 # without bounds checks would be reused under NUMBA_BOUNDSCHECK=1. So that run compiles.
@@ -115,10 +98,11 @@ CACHE = not numba.config.BOUNDSCHECK
 #    now passes int64. The fix: the threading layer is started before any entry is
 #    loaded (a few ms, once per process), which is all `_reload_parfors` does.
 # 2. numba keys an entry by signature, this file's source stamp and the function's
-#    bytecode, not by the globals it freezes in as constants. The plan columns, layer
-#    and optimizer codes and seeds come from plan.py, optim.py and base.py: an edit
-#    there would reuse code indexing the old layout. The key also holds the values of
-#    every constant a function (and every jitted function it calls) reads.
+#    bytecode, not by the globals it freezes in as constants. The plan columns, layer,
+#    activation, loss and optimizer codes and the hash constants come from contract.py:
+#    an edit there would reuse code indexing the old layout. The key also holds the
+#    values of every constant a function (and every jitted function it calls) reads,
+#    every member of an enum it names (`Ops.KIND` reads `Ops`) included.
 # 3. An index or data file that cannot be read (truncated, or not a pickle) is a cache
 #    miss with a warning: the function compiles again and the entry is rewritten.
 #    Files of another numba version are already ignored by numba itself.
@@ -155,6 +139,8 @@ def _constants_key(py_func, seen: set | None = None) -> str:
         value = g[name]
         if isinstance(value, _CONST_TYPES):
             parts.append(f"{name}={value!r}")
+        elif isinstance(value, type) and issubclass(value, enum.Enum):  # Ops.KIND, Act.RELU
+            parts.append(f"{name}={[(m.name, m.value) for m in value]!r}")
         elif isinstance(getattr(value, "py_func", None), types.FunctionType):
             callee = value.py_func
             if id(callee) not in seen:
@@ -223,6 +209,7 @@ _LAYER_MIX = np.uint64(LAYER_MIX)
 _INV_2_53 = 1.0 / 9007199254740992.0
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_N_ACT = len(Act)  # codes are 0 .. _N_ACT - 1
 _FM = {"reassoc", "contract"}  # reductions only: no 'nnan'/'ninf', NaN must survive
 
 # Flat-buffer passes (optimizer, sum of squares) of at least this many elements run as a
@@ -233,7 +220,6 @@ PAR_MIN = 1 << 62
 # the gradient norm is bit-identical on repeat and between the serial and parallel paths.
 CHUNK = 1 << 14
 
-_OPT_CODES = (SGD_KIND, ADAM_KIND)
 
 
 # ============================================================================ kernels
@@ -270,26 +256,26 @@ def matmul_backward(dinp, dweight, dbias, dout, inp, weight, need_dinp):
 
 @njit(cache=CACHE)
 def activation_forward(kind, out, inp):
-    # out (B, N) = act(inp); kind indexes plan.ACTIVATIONS
+    # out (B, N) = act(inp); kind is an Act
     rows, n = inp.shape
     T = out.dtype.type
     zero, one, half = T(0.0), T(1.0), T(0.5)
     slope, sqrt_half = T(LEAKY_SLOPE), T(_SQRT_HALF)
-    if kind < 0 or kind > 5:
+    if kind < 0 or kind >= _N_ACT:
         raise ValueError("unknown activation code")
     for i in range(rows):
         for j in range(n):
             x = inp[i, j]
-            if kind == 0:
+            if kind == Act.IDENTITY:
                 y = x
-            elif kind == 1:  # relu; NaN passes through as in np.maximum
+            elif kind == Act.RELU:  # relu; NaN passes through as in np.maximum
                 y = zero if x < zero else x
-            elif kind == 2:  # leaky_relu
+            elif kind == Act.LEAKY_RELU:  # leaky_relu
                 y = x * (one if x > zero else slope)
-            elif kind == 3:  # sigmoid
+            elif kind == Act.SIGMOID:  # sigmoid
                 e = np.exp(-np.abs(x))
                 y = (one if x >= zero else e) / (one + e)
-            elif kind == 4:
+            elif kind == Act.TANH:
                 y = np.tanh(x)
             else:  # gelu, erf form: x/2 (1 + erf(x/√2))
                 y = (half * x) * (one + T(math.erf(x * sqrt_half)))
@@ -303,21 +289,21 @@ def activation_backward(kind, dinp, dout, inp, out):
     T = dinp.dtype.type
     zero, one, half = T(0.0), T(1.0), T(0.5)
     slope, sqrt_half, inv_sqrt_2pi = T(LEAKY_SLOPE), T(_SQRT_HALF), T(_INV_SQRT_2PI)
-    if kind < 0 or kind > 5:
+    if kind < 0 or kind >= _N_ACT:
         raise ValueError("unknown activation code")
     for i in range(rows):
         for j in range(n):
             d = dout[i, j]
-            if kind == 0:
+            if kind == Act.IDENTITY:
                 g = d
-            elif kind == 1:
+            elif kind == Act.RELU:
                 g = d * (one if inp[i, j] > zero else zero)
-            elif kind == 2:
+            elif kind == Act.LEAKY_RELU:
                 g = d * (one if inp[i, j] > zero else slope)
-            elif kind == 3:  # σ' = σ (1 - σ)
+            elif kind == Act.SIGMOID:  # σ' = σ (1 - σ)
                 s = out[i, j]
                 g = d * (s * (one - s))
-            elif kind == 4:  # tanh' = 1 - tanh²
+            elif kind == Act.TANH:  # tanh' = 1 - tanh²
                 t = out[i, j]
                 g = d * (one - t * t)
             else:  # gelu' = Φ(x) + x φ(x)
@@ -340,7 +326,7 @@ def loss_forward_backward(kind, dpred, pred, target, labels):
     T = dpred.dtype.type
     one = T(1.0)
     total = 0.0
-    if kind == 0:  # mse: mean over all elements
+    if kind == Loss.MSE:  # mean over all elements
         factor = T(2.0 / (rows * k))
         for i in range(rows):
             for j in range(k):
@@ -348,7 +334,7 @@ def loss_forward_backward(kind, dpred, pred, target, labels):
                 total += np.float64(d) * np.float64(d)
                 dpred[i, j] = d * factor
         return total / (rows * k)
-    if kind == 1:  # cross_entropy: softmax + NLL of integer labels, mean over rows
+    if kind == Loss.CROSS_ENTROPY:  # softmax + NLL of integer labels, mean over rows
         factor = T(1.0 / rows)
         for i in range(rows):
             c = labels[i]
@@ -371,7 +357,7 @@ def loss_forward_backward(kind, dpred, pred, target, labels):
                     g -= one
                 dpred[i, j] = g * factor
         return total / rows
-    if kind == 2:  # binary_cross_entropy from logits z: max(z,0) - z y + log(1 + e^-|z|)
+    if kind == Loss.BINARY_CROSS_ENTROPY:  # from logits z: max(z,0) - z y + log1p(e^-|z|)
         factor = T(1.0 / (rows * k))
         for i in range(rows):
             for j in range(k):
@@ -508,8 +494,9 @@ def dropout_backward(dinp, dout, mask):
 @njit(cache=CACHE)
 def _sgd_range(params, grads, buf, hyper, step, lo, hi):
     T = params.dtype.type
-    lr, momentum, dampening, wd = hyper[0], hyper[1], hyper[2], hyper[4]
-    nesterov = hyper[3] != 0.0
+    lr, momentum = hyper[Hyper.LR], hyper[Hyper.MOMENTUM]
+    dampening, wd = hyper[Hyper.DAMPENING], hyper[Hyper.WEIGHT_DECAY]
+    nesterov = hyper[Hyper.NESTEROV] != 0.0
     lr_t, mom_t, damp_t, wd_t = T(lr), T(momentum), T(1.0 - dampening), T(wd)
     for e in range(lo, hi):
         g = grads[e]
@@ -528,8 +515,9 @@ def _sgd_range(params, grads, buf, hyper, step, lo, hi):
 @njit(cache=CACHE)
 def _adam_range(params, grads, m, v, hyper, step, lo, hi):
     T = params.dtype.type
-    lr, beta1, beta2, eps, wd = hyper[0], hyper[5], hyper[6], hyper[7], hyper[4]
-    decoupled = hyper[8] != 0.0
+    lr, beta1, beta2 = hyper[Hyper.LR], hyper[Hyper.BETA1], hyper[Hyper.BETA2]
+    eps, wd = hyper[Hyper.EPS], hyper[Hyper.WEIGHT_DECAY]
+    decoupled = hyper[Hyper.DECOUPLED] != 0.0
     bc1 = 1.0 - math.pow(beta1, float(step))
     bc2 = 1.0 - math.pow(beta2, float(step))
     b1, c1, b2, c2 = T(beta1), T(1.0 - beta1), T(beta2), T(1.0 - beta2)
@@ -569,7 +557,7 @@ def _adam_par(params, grads, m, v, hyper, step):
 @njit(cache=CACHE)
 def _sgd(params, grads, buf, hyper, step, par_min):
     n = params.shape[0]
-    if hyper[1] != 0.0 and buf.shape[0] != n:
+    if hyper[Hyper.MOMENTUM] != 0.0 and buf.shape[0] != n:
         raise ValueError("SGD with momentum needs a momentum buffer as long as params")
     if n >= par_min:
         _sgd_par(params, grads, buf, hyper, step)
@@ -670,24 +658,24 @@ def _forward(ops, fargs, params, state, acts, cache, out_off, cache_off, x, trai
     rows = x.shape[0]
     inp = x
     for i in range(ops.shape[0]):
-        kind, n_in, n = ops[i, K_KIND], ops[i, K_IN], ops[i, K_OUT]
+        kind, n_in, n = ops[i, Ops.KIND], ops[i, Ops.IN], ops[i, Ops.OUT]
         out = _block(acts, out_off[i], rows, n)
-        if kind == DENSE:
-            W = _block(params, ops[i, K_PA], n_in, n)
-            b = params[ops[i, K_PB] : ops[i, K_PB] + n]
+        if kind == Layer.DENSE:
+            W = _block(params, ops[i, Ops.PA], n_in, n)
+            b = params[ops[i, Ops.PB] : ops[i, Ops.PB] + n]
             matmul_forward(out, inp, W, b)
-        elif kind == ACTIVATION:
-            activation_forward(ops[i, K_ACT], out, inp)
-        elif kind == BATCHNORM:
+        elif kind == Layer.ACTIVATION:
+            activation_forward(ops[i, Ops.ACT], out, inp)
+        elif kind == Layer.BATCHNORM:
             c = cache_off[i]
-            pa, pb, sa, sb = ops[i, K_PA], ops[i, K_PB], ops[i, K_SA], ops[i, K_SB]
+            pa, pb, sa, sb = ops[i, Ops.PA], ops[i, Ops.PB], ops[i, Ops.SA], ops[i, Ops.SB]
             batchnorm_forward(out, cache[c : c + n], cache[c + n : c + 2 * n],
                               cache[c + 2 * n : c + 3 * n], inp,
                               params[pa : pa + n], params[pb : pb + n],
                               state[sa : sa + n], state[sb : sb + n],
-                              training, fargs[i, F_EPS])
-        elif kind == DROPOUT:
-            p = fargs[i, F_P]
+                              training, fargs[i, Fargs.EPS])
+        elif kind == Layer.DROPOUT:
+            p = fargs[i, Fargs.P]
             if training and p > 0:
                 mask = _block(cache, cache_off[i], rows, n)
                 layer_seed = seed + np.uint64(i + 1) * _LAYER_MIX
@@ -704,7 +692,7 @@ def _backward(ops, fargs, params, grads, acts, dacts, cache, out_off, cache_off,
     # the gradient already in the last block of dacts, down to every parameter
     rows = x.shape[0]
     for i in range(ops.shape[0] - 1, -1, -1):
-        kind, n_in, n = ops[i, K_KIND], ops[i, K_IN], ops[i, K_OUT]
+        kind, n_in, n = ops[i, Ops.KIND], ops[i, Ops.IN], ops[i, Ops.OUT]
         dout = _block(dacts, out_off[i], rows, n)
         has_below = i > 0
         if has_below:
@@ -713,24 +701,24 @@ def _backward(ops, fargs, params, grads, acts, dacts, cache, out_off, cache_off,
         else:
             inp = x
             dinp = x  # never written: need_dinp is False for layer 0
-        if kind == DENSE:
-            pa, pb = ops[i, K_PA], ops[i, K_PB]
+        if kind == Layer.DENSE:
+            pa, pb = ops[i, Ops.PA], ops[i, Ops.PB]
             W = _block(params, pa, n_in, n)
             dW = _block(grads, pa, n_in, n)
             matmul_backward(dinp, dW, grads[pb : pb + n], dout, inp, W, has_below)
-        elif kind == BATCHNORM:
+        elif kind == Layer.BATCHNORM:
             c = cache_off[i]
-            pa, pb = ops[i, K_PA], ops[i, K_PB]
+            pa, pb = ops[i, Ops.PA], ops[i, Ops.PB]
             batchnorm_backward(dinp, grads[pa : pa + n], grads[pb : pb + n], dout, inp,
                                cache[c : c + n], cache[c + 2 * n : c + 3 * n],
                                params[pa : pa + n], has_below)
         elif not has_below:
             continue  # nothing below to receive the gradient
-        elif kind == ACTIVATION:
+        elif kind == Layer.ACTIVATION:
             out = _block(acts, out_off[i], rows, n)
-            activation_backward(ops[i, K_ACT], dinp, dout, inp, out)
-        elif kind == DROPOUT:
-            if fargs[i, F_P] > 0:
+            activation_backward(ops[i, Ops.ACT], dinp, dout, inp, out)
+        elif kind == Layer.DROPOUT:
+            if fargs[i, Fargs.P] > 0:
                 dropout_backward(dinp, dout, _block(cache, cache_off[i], rows, n))
             else:
                 _copy2d(dinp, dout)
@@ -742,7 +730,7 @@ def _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, 
     # training-mode forward, loss, backward; returns the loss
     rows = x.shape[0]
     last = ops.shape[0] - 1
-    k = ops[last, K_OUT]
+    k = ops[last, Ops.OUT]
     _forward(ops, fargs, params, state, acts, cache, out_off, cache_off, x, np.bool_(True),
              seed)
     pred = _block(acts, out_off[last], rows, k)
@@ -757,14 +745,14 @@ def _commit(ops, fargs, params, grads, state, cache, cache_off, rows, opt_kind, 
             buf1, buf2, step, par_min):
     # an accepted step: batchnorm running statistics, then the optimizer update
     for i in range(ops.shape[0]):
-        if ops[i, K_KIND] == BATCHNORM:
-            n, c = ops[i, K_OUT], cache_off[i]
-            sa, sb = ops[i, K_SA], ops[i, K_SB]
+        if ops[i, Ops.KIND] == Layer.BATCHNORM:
+            n, c = ops[i, Ops.OUT], cache_off[i]
+            sa, sb = ops[i, Ops.SA], ops[i, Ops.SB]
             batchnorm_update_running(state[sa : sa + n], state[sb : sb + n],
                                      cache[c : c + n], cache[c + n : c + 2 * n],
-                                     rows, fargs[i, F_MOM])
+                                     rows, fargs[i, Fargs.MOMENTUM])
     step[0] += 1
-    if opt_kind == SGD_KIND:
+    if opt_kind == Opt.SGD:
         _sgd(params, grads, buf1, hyper, step[0], par_min)
     else:
         _adam(params, grads, buf1, buf2, hyper, step[0], par_min)
@@ -797,7 +785,7 @@ def _train_epoch(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache
     n = perm.shape[0]
     n_rows = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
-    use_labels = loss_kind == 1
+    use_labels = loss_kind == Loss.CROSS_ENTROPY
     xb = np.empty((batch_size, X.shape[1]), X.dtype)
     if use_labels:
         yb = np.empty((0, 0), Y.dtype)
@@ -859,67 +847,19 @@ def _blas_info() -> str:
     return "scipy's BLAS"
 
 
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _out(a, name, dtype=None, shape=None, flat=False) -> np.ndarray:
-    """An output array: float32/64 of `dtype` and `shape`, C-contiguous and writeable."""
-    if not isinstance(a, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(a).__name__}")
-    if a.dtype not in _FLOATS or (dtype is not None and a.dtype != dtype):
-        raise TypeError(f"{name} is {a.dtype}; expected {dtype or 'float32 or float64'}")
-    if shape is not None and a.shape != shape:
-        raise ValueError(f"{name} has shape {a.shape}; expected {shape}")
-    if not flat and shape is None and a.ndim not in (1, 2):
-        raise ValueError(f"{name} has {a.ndim} dimensions")
-    if not a.flags.c_contiguous:
-        raise ValueError(f"{name} must be C-contiguous (a kernel writes it in place)")
-    if not a.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    return a
-
-
-def _inp(a, name, dtype, shape) -> np.ndarray:
-    """An input array of `dtype` and `shape` (None: any size on that axis), C-contiguous."""
-    a = np.asarray(a)
-    if a.dtype != dtype:
-        raise TypeError(f"{name} is {a.dtype}; expected {dtype}")
-    if a.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, a.shape,
-                                                                           strict=True)):
-        want = tuple("?" if s is None else s for s in shape)
-        raise ValueError(f"{name} has shape {a.shape}; expected {want}")
-    return np.ascontiguousarray(a)
-
-
-def _code(kind, top: int, what: str) -> int:
-    k = int(kind)
-    if not 0 <= k <= top:
-        raise ValueError(f"unknown {what} code {kind}")
-    return k
-
-
-def _hyper(hyper) -> np.ndarray:
-    h = np.ascontiguousarray(hyper, dtype=np.float64)
-    if h.shape != (HYPER_COLS,):
-        raise ValueError(f"hyper has shape {h.shape}; expected ({HYPER_COLS},)")
-    return h
-
-
-def _step(step) -> int:
-    k = int(step)
-    if k < 1:
-        raise ValueError(f"optimizer steps count from 1, got {step}")
-    return k
-
-
-def _uint64(seed) -> np.uint64:
-    return np.uint64(int(seed) & MASK64)
+def _own(a: np.ndarray) -> np.ndarray:
+    """A writeable array (a read-only one would compile a second signature of each driver)."""
+    return a if a.flags.writeable else a.copy()
 
 
 class NumbaBackend(Backend):
-    """Jitted kernels; one compiled call per step (`train_step`) and per epoch."""
+    """Jitted kernels; one compiled call per step (`train_step`) and per epoch. The
+    arguments arrive checked (base.Backend); the jitted loops index without bounds checks.
+    The jitted loss refuses an out-of-range label itself (before any model state changes),
+    so the adapter skips its per-batch label scan."""
 
     name = "numba"
+    checks_labels = True
 
     def __init__(self) -> None:
         self._empty = {dt: (np.empty((0, 0), dt), np.empty(0, dt))
@@ -930,183 +870,66 @@ class NumbaBackend(Backend):
         self.par_min = PAR_MIN  # flat-buffer passes of at least this many elements use prange
 
     # ------------------------------------------------------------------ kernels
-    # The methods check every array before the jitted loop runs, which indexes without
-    # bounds checks: dtype and shape must agree, outputs must be C-contiguous and
-    # writeable (refused untouched otherwise); inputs of another layout are copied.
+    def _matmul_forward(self, out, inp, weight, bias):
+        matmul_forward(out, inp, weight, bias)
 
-    def matmul_forward(self, out, inp, weight, bias):
-        B, OC = _out(out, "out").shape
-        dt = out.dtype
-        inp = _inp(inp, "inp", dt, (B, None))
-        weight = _inp(weight, "weight", dt, (inp.shape[1], OC))
-        matmul_forward(out, inp, weight, _inp(bias, "bias", dt, (OC,)))
-
-    def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
-        C, OC = _out(dweight, "dweight").shape
-        dt = dweight.dtype
-        _out(dbias, "dbias", dt, (OC,))
-        dout = _inp(dout, "dout", dt, (None, OC))
-        B = dout.shape[0]
-        inp = _inp(inp, "inp", dt, (B, C))
-        weight = _inp(weight, "weight", dt, (C, OC))
+    def _matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
         need = dinp is not None
-        if need:
-            _out(dinp, "dinp", dt, (B, C))
         matmul_backward(dinp if need else inp, dweight, dbias, dout, inp, weight, need)
 
-    def activation_forward(self, kind, out, inp):
-        _out(out, "out")
-        activation_forward(_code(kind, 5, "activation"), out,
-                           _inp(inp, "inp", out.dtype, out.shape))
+    def _activation_forward(self, kind, out, inp):
+        activation_forward(kind, out, inp)
 
-    def activation_backward(self, kind, dinp, dout, inp, out):
-        _out(dinp, "dinp")
-        dt, shape = dinp.dtype, dinp.shape
-        activation_backward(_code(kind, 5, "activation"), dinp, _inp(dout, "dout", dt, shape),
-                            _inp(inp, "inp", dt, shape), _inp(out, "out", dt, shape))
+    def _activation_backward(self, kind, dinp, dout, inp, out):
+        activation_backward(kind, dinp, dout, inp, out)
 
-    def loss_forward_backward(self, kind, dpred, pred, target):
-        kind = _code(kind, 2, "loss")
-        _out(dpred, "dpred")
-        require_elements("the loss", dpred)
-        pred = _inp(pred, "pred", dpred.dtype, dpred.shape)
-        target, labels = self._targets(kind, target, pred.dtype)
-        if kind == 1:
-            if labels.shape != (pred.shape[0],):
-                raise ValueError(f"labels have shape {labels.shape}; expected ({pred.shape[0]},)")
-        elif target.shape != pred.shape:
-            raise ValueError(f"target has shape {target.shape}; pred {pred.shape}")
+    def _loss_forward_backward(self, kind, dpred, pred, target):
+        target, labels = self._targets(kind, target, dpred.dtype)
         return float(loss_forward_backward(kind, dpred, pred, target, labels))
 
-    def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta, running_mean,
-                          running_var, training, eps):
-        B, N = _out(out, "out").shape
-        dt = out.dtype
-        inp = _inp(inp, "inp", dt, (B, N))
-        gamma, beta = _inp(gamma, "gamma", dt, (N,)), _inp(beta, "beta", dt, (N,))
+    def _batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta, running_mean,
+                           running_var, training, eps):
         if training:
-            for name, a in (("mean", mean), ("var", var), ("rstd", rstd)):
-                _out(a, name, dt, (N,))
-            if B < 1:
-                raise ValueError("batchnorm needs at least one row")
             running_mean = running_var = gamma  # not read in training mode
         else:
-            running_mean = _inp(running_mean, "running_mean", dt, (N,))
-            running_var = _inp(running_var, "running_var", dt, (N,))
-            mean = var = rstd = out[0] if B else gamma  # not touched in inference mode
+            mean = var = rstd = out[0] if out.shape[0] else gamma  # not touched in inference
         batchnorm_forward(out, mean, var, rstd, inp, gamma, beta, running_mean, running_var,
-                          bool(training), float(eps))
+                          training, eps)
 
-    def batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
-        N = _out(dgamma, "dgamma").shape[0]
-        dt = dgamma.dtype
-        _out(dbeta, "dbeta", dt, (N,))
-        dout = _inp(dout, "dout", dt, (None, N))
-        B = dout.shape[0]
-        inp = _inp(inp, "inp", dt, (B, N))
-        mean, rstd = _inp(mean, "mean", dt, (N,)), _inp(rstd, "rstd", dt, (N,))
-        gamma = _inp(gamma, "gamma", dt, (N,))
+    def _batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
         need = dinp is not None
-        if need:
-            _out(dinp, "dinp", dt, (B, N))
         batchnorm_backward(dinp if need else inp, dgamma, dbeta, dout, inp, mean, rstd, gamma,
                            need)
 
-    def batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
-        N = _out(running_mean, "running_mean").shape[0]
-        dt = running_mean.dtype
-        _out(running_var, "running_var", dt, (N,))
-        batchnorm_update_running(running_mean, running_var, _inp(mean, "mean", dt, (N,)),
-                                 _inp(var, "var", dt, (N,)), int(rows), float(momentum))
+    def _batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
+        batchnorm_update_running(running_mean, running_var, mean, var, rows, momentum)
 
-    def dropout_forward(self, out, mask, inp, p, seed):
-        _out(out, "out")
-        _out(mask, "mask", out.dtype, out.shape)
-        p = float(p)
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout p must be in [0, 1), got {p}")
-        dropout_forward(out, mask, _inp(inp, "inp", out.dtype, out.shape), p, _uint64(seed))
+    def _dropout_forward(self, out, mask, inp, p, seed):
+        dropout_forward(out, mask, inp, p, np.uint64(seed))
 
-    def dropout_backward(self, dinp, dout, mask):
-        _out(dinp, "dinp")
-        dt, shape = dinp.dtype, dinp.shape
-        dropout_backward(dinp, _inp(dout, "dout", dt, shape), _inp(mask, "mask", dt, shape))
+    def _dropout_backward(self, dinp, dout, mask):
+        dropout_backward(dinp, dout, mask)
 
-    def sgd_update(self, params, grads, buf, hyper, step):
-        n = _out(params, "params").shape[0]
-        grads = _inp(grads, "grads", params.dtype, (n,))
-        hyper = _hyper(hyper)
-        if buf is None or buf.size == 0:
-            if hyper[1] != 0.0:
-                raise ValueError("SGD with momentum needs a momentum buffer")
+    def _sgd_update(self, params, grads, buf, hyper, step):
+        if buf is None:  # no momentum: never read
             buf = self._empty[params.dtype][1]
-        else:
-            _out(buf, "buf", params.dtype, (n,))
-        sgd_update(params, grads, buf, hyper, _step(step))
+        sgd_update(params, grads, buf, hyper, step)
 
-    def adam_update(self, params, grads, m, v, hyper, step):
-        n = _out(params, "params").shape[0]
-        _out(m, "m", params.dtype, (n,))
-        _out(v, "v", params.dtype, (n,))
-        adam_update(params, _inp(grads, "grads", params.dtype, (n,)), m, v, _hyper(hyper),
-                    _step(step))
+    def _adam_update(self, params, grads, m, v, hyper, step):
+        adam_update(params, grads, m, v, hyper, step)
 
-    def sum_squares(self, x):
-        x = np.asarray(x)
-        if x.dtype not in _FLOATS:
-            raise TypeError(f"sum_squares takes float32 or float64, got {x.dtype}")
-        return float(sum_squares(np.ascontiguousarray(x).reshape(-1)))
+    def _sum_squares(self, x):
+        return float(sum_squares(x))
 
-    def scale(self, x, factor):
-        _out(x, "x", None, None, flat=True)
-        scale(x.reshape(-1), float(factor))
+    def _scale(self, x, factor):
+        scale(x, factor)
 
     # ------------------------------------------------------------------ helpers
-    def _targets(self, kind: int, y, dtype) -> tuple[np.ndarray, np.ndarray]:
-        """(target (B, K) float, labels (B,) int64): the one the loss reads, the other empty."""
-        if kind == 1:
-            labels = np.asarray(y)
-            if labels.dtype != np.int64 or not labels.flags.c_contiguous:
-                labels = np.ascontiguousarray(labels, dtype=np.int64)
-            return self._empty[np.dtype(dtype)][0], labels.reshape(-1)
-        target = self._array(y, dtype)
-        if target.ndim == 1:
-            target = target.reshape(-1, 1)
-        return target, self._no_labels
-
-    @staticmethod
-    def _array(a, dtype) -> np.ndarray:
-        """a as a writeable C-contiguous array of dtype (one compiled signature)."""
-        a = np.asarray(a)
-        if a.dtype != dtype or not a.flags.c_contiguous or not a.flags.writeable:
-            a = np.array(a, dtype=dtype, order="C", copy=True)
-        return a
-
-    def _check_x(self, plan: Plan, bufs: Buffers, x) -> np.ndarray:
-        x = self._array(x, plan.dtype)
-        if x.ndim != 2 or x.shape[1] != plan.n_in:
-            raise ValueError(f"x has shape {x.shape}; the plan takes (rows, {plan.n_in})")
-        if x.shape[0] == 0:
-            raise ValueError("x has no rows")
-        bufs.ensure_capacity(x.shape[0])
-        return x
-
-    def _check_y(self, plan: Plan, target, labels, rows: int) -> None:
-        if plan.loss_code == 1:
-            if labels.shape[0] != rows:
-                raise ValueError(f"labels have shape {labels.shape}; expected ({rows},)")
-        elif target.shape != (rows, plan.n_out):
-            raise ValueError(f"y has shape {target.shape}; expected ({rows}, {plan.n_out})")
-
-    @staticmethod
-    def _opt_arrays(opt: Optimizer, plan: Plan):
-        if opt.kind not in _OPT_CODES:
-            raise ValueError(f"unknown optimizer kind {opt.kind}")
-        if opt.buf1 is None:
-            opt.bind(plan.n_params, plan.dtype)
-        if opt.buf1.dtype != plan.dtype:
-            raise TypeError(f"optimizer state is {opt.buf1.dtype}, the plan {plan.dtype}")
-        return opt.buf1, opt.buf2 if opt.buf2 is not None else opt.buf1[:0]
+    def _targets(self, kind: int, y: np.ndarray, dtype) -> tuple[np.ndarray, np.ndarray]:
+        """(target (B, K), labels (B,)): the one the loss reads, the other empty."""
+        if kind == Loss.CROSS_ENTROPY:
+            return self._empty[dtype][0], _own(y)
+        return _own(y), self._no_labels
 
     def _timed(self, name: str, dtype: np.dtype, fn, *args):
         """Call a driver; its first call per dtype is timed (compile or cache load + run)."""
@@ -1119,70 +942,44 @@ class NumbaBackend(Backend):
         self._first_call[f"{name}/{dtype}"] = time.perf_counter() - t0
         return result
 
+    @staticmethod
+    def _opt_arrays(opt: Optimizer):
+        return opt.buf1, opt.buf2 if opt.buf2 is not None else opt.buf1[:0]
+
     # ------------------------------------------------------------------ drivers
-    def forward(self, plan: Plan, bufs: Buffers, x: np.ndarray, training: bool = False,
-                seed: int = 0) -> np.ndarray:
-        x = self._check_x(plan, bufs, x)
+    def _forward(self, plan: Plan, bufs: Buffers, x, training, seed):
+        x = _own(x)
         self._timed("forward", plan.dtype, _forward, plan.ops, plan.fargs, bufs.params,
                     bufs.state, bufs.acts, bufs.cache, bufs.out_off, bufs.cache_off, x,
-                    bool(training), _uint64(seed))
+                    training, np.uint64(seed))
         return bufs.out(len(plan.layers) - 1, x.shape[0])
 
-    def gradients(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
-                  seed: int = 0) -> float:
-        x = self._check_x(plan, bufs, x)
+    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed):
         target, labels = self._targets(plan.loss_code, y, plan.dtype)
-        self._check_y(plan, target, labels, x.shape[0])
-        return float(self._timed(
-            "gradients", plan.dtype, _gradients, plan.ops, plan.fargs, plan.loss_code,
+        return self._timed(
+            "gradients", plan.dtype, _gradients, plan.ops, plan.fargs, int(plan.loss_code),
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
-            bufs.out_off, bufs.cache_off, x, target, labels, _uint64(seed)))
+            bufs.out_off, bufs.cache_off, _own(x), target, labels, np.uint64(seed))
 
-    def train_step(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
-                   opt: Optimizer, seed: int = 0, clip_norm: float = 0.0) -> tuple[float, float]:
-        x = self._check_x(plan, bufs, x)
+    def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed, clip_norm):
         target, labels = self._targets(plan.loss_code, y, plan.dtype)
-        self._check_y(plan, target, labels, x.shape[0])
-        buf1, buf2 = self._opt_arrays(opt, plan)
-        loss, gnorm = self._timed(
-            "train_step", plan.dtype, _train_step, plan.ops, plan.fargs, plan.loss_code,
+        buf1, buf2 = self._opt_arrays(opt)
+        return self._timed(
+            "train_step", plan.dtype, _train_step, plan.ops, plan.fargs, int(plan.loss_code),
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
-            bufs.out_off, bufs.cache_off, x, target, labels, _uint64(seed), opt.kind,
-            opt.hyper, buf1, buf2, opt.step, float(clip_norm), self.par_min)
-        return float(loss), float(gnorm)
+            bufs.out_off, bufs.cache_off, _own(x), target, labels, np.uint64(seed),
+            int(opt.kind), opt.hyper, buf1, buf2, opt.step, clip_norm, self.par_min)
 
-    def train_epoch(self, plan: Plan, bufs: Buffers, X: np.ndarray, Y: np.ndarray,
-                    perm: np.ndarray, batch_size: int, opt: Optimizer, seeds: np.ndarray,
-                    clip_norm: float, losses: np.ndarray, gnorms: np.ndarray) -> int:
-        X = self._array(X, plan.dtype)
-        if X.ndim != 2 or X.shape[1] != plan.n_in:
-            raise ValueError(f"X has shape {X.shape}; the plan takes (rows, {plan.n_in})")
+    def _train_epoch(self, plan: Plan, bufs: Buffers, X, Y, perm, batch_size, opt: Optimizer,
+                     seeds, clip_norm, losses, gnorms):
         target, labels = self._targets(plan.loss_code, Y, plan.dtype)
-        self._check_y(plan, target, labels, X.shape[0])
-        batch_size = int(batch_size)
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        perm = np.ascontiguousarray(perm, dtype=np.int64)
-        n_batches = (perm.shape[0] + batch_size - 1) // batch_size
-        if perm.ndim != 1 or n_batches == 0:
-            raise ValueError(f"perm must be a non-empty 1-D index array, got {perm.shape}")
-        if perm.min() < 0 or perm.max() >= X.shape[0]:  # before any step, not halfway
-            raise ValueError(f"perm holds row indices out of range [0, {X.shape[0]})")
-        seeds = np.ascontiguousarray(seeds, dtype=np.uint64)
-        for name, a in (("seeds", seeds), ("losses", losses), ("gnorms", gnorms)):
-            if a.shape[0] < n_batches:
-                raise ValueError(f"{name} holds {a.shape[0]} entries for {n_batches} batches")
-        for name, a in (("losses", losses), ("gnorms", gnorms)):
-            if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
-                raise TypeError(f"{name} must be a writeable contiguous float64 array")
-        bufs.ensure_capacity(min(batch_size, perm.shape[0]))
-        buf1, buf2 = self._opt_arrays(opt, plan)
-        return int(self._timed(
-            "train_epoch", plan.dtype, _train_epoch, plan.ops, plan.fargs, plan.loss_code,
+        buf1, buf2 = self._opt_arrays(opt)
+        return self._timed(
+            "train_epoch", plan.dtype, _train_epoch, plan.ops, plan.fargs, int(plan.loss_code),
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
-            bufs.out_off, bufs.cache_off, X, target, labels, perm, batch_size, seeds,
-            opt.kind, opt.hyper, buf1, buf2, opt.step, float(clip_norm), losses, gnorms,
-            self.par_min))
+            bufs.out_off, bufs.cache_off, _own(X), target, labels, _own(perm), batch_size,
+            _own(seeds), int(opt.kind), opt.hyper, buf1, buf2, opt.step, clip_norm, losses, gnorms,
+            self.par_min)
 
     # ------------------------------------------------------------------ threads, report
     def set_threads(self, n: int) -> int:

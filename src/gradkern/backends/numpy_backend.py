@@ -11,8 +11,8 @@ import math
 
 import numpy as np
 
-from ..plan import LEAKY_SLOPE
-from .base import GOLDEN, MASK64, Backend, require_elements, unpack_adam, unpack_sgd
+from ..contract import GOLDEN, LEAKY_SLOPE, MASK64, Act, Loss
+from .base import Backend, unpack_adam, unpack_sgd
 
 try:  # scipy's erf is vectorized; math.erf is the same libm function, one element at a time
     from scipy.special import erf as _erf
@@ -46,53 +46,54 @@ def dropout_uniform(seed: int, count: int) -> np.ndarray:
 
 
 class NumpyBackend(Backend):
-    """Plain NumPy kernels; the Python plan driver of the base class."""
+    """Plain NumPy kernels; the Python plan driver of the base class. The arguments
+    arrive checked (base.Backend): C-contiguous, of one dtype, of matching shapes."""
 
     name = "numpy"
 
     # out (B, OC) = inp (B, C) @ weight (C, OC) + bias (OC)
-    def matmul_forward(self, out, inp, weight, bias):
+    def _matmul_forward(self, out, inp, weight, bias):
         np.matmul(inp, weight, out=out)
         out += bias
 
     # dinp (B, C) = dout (B, OC) @ weight.T ; dweight (C, OC) = inp.T @ dout ; dbias = Σ_rows dout
-    def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
+    def _matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
         if dinp is not None:
             np.matmul(dout, weight.T, out=dinp)
         np.matmul(inp.T, dout, out=dweight)
         np.sum(dout, axis=0, out=dbias)
 
     # out (B, N) = act(inp)
-    def activation_forward(self, kind, out, inp):
-        if kind == 0:  # identity
+    def _activation_forward(self, kind, out, inp):
+        if kind == Act.IDENTITY:
             out[...] = inp
-        elif kind == 1:  # relu
+        elif kind == Act.RELU:
             np.maximum(inp, 0, out=out)
-        elif kind == 2:  # leaky_relu
+        elif kind == Act.LEAKY_RELU:
             np.multiply(inp, np.where(inp > 0, 1.0, LEAKY_SLOPE).astype(inp.dtype), out=out)
-        elif kind == 3:  # sigmoid, without overflow: exp of a non-positive number only
+        elif kind == Act.SIGMOID:  # without overflow: exp of a non-positive number only
             e = np.exp(-np.abs(inp))
             np.divide(np.where(inp >= 0, 1.0, e), 1.0 + e, out=out)
-        elif kind == 4:  # tanh
+        elif kind == Act.TANH:
             np.tanh(inp, out=out)
-        elif kind == 5:  # gelu, erf form: x/2 (1 + erf(x/√2))
+        elif kind == Act.GELU:  # erf form: x/2 (1 + erf(x/√2))
             np.multiply(0.5 * inp, 1.0 + erf(inp * SQRT_HALF), out=out)
         else:
             raise ValueError(f"unknown activation code {kind}")
 
     # dinp (B, N) = dout * act'(inp); out = act(inp)
-    def activation_backward(self, kind, dinp, dout, inp, out):
-        if kind == 0:
+    def _activation_backward(self, kind, dinp, dout, inp, out):
+        if kind == Act.IDENTITY:
             dinp[...] = dout
-        elif kind == 1:
+        elif kind == Act.RELU:
             np.multiply(dout, inp > 0, out=dinp)
-        elif kind == 2:
+        elif kind == Act.LEAKY_RELU:
             np.multiply(dout, np.where(inp > 0, 1.0, LEAKY_SLOPE).astype(inp.dtype), out=dinp)
-        elif kind == 3:  # σ' = σ (1 - σ)
+        elif kind == Act.SIGMOID:  # σ' = σ (1 - σ)
             np.multiply(dout, out * (1 - out), out=dinp)
-        elif kind == 4:  # tanh' = 1 - tanh²
+        elif kind == Act.TANH:  # tanh' = 1 - tanh²
             np.multiply(dout, 1 - out * out, out=dinp)
-        elif kind == 5:  # gelu' = Φ(x) + x φ(x)
+        elif kind == Act.GELU:  # gelu' = Φ(x) + x φ(x)
             cdf = 0.5 * (1.0 + erf(inp * SQRT_HALF))
             pdf = np.exp(-0.5 * inp * inp) * INV_SQRT_2PI
             np.multiply(dout, cdf + inp * pdf, out=dinp)
@@ -100,14 +101,13 @@ class NumpyBackend(Backend):
             raise ValueError(f"unknown activation code {kind}")
 
     # pred, dpred (B, K); target (B, K) or labels (B,)
-    def loss_forward_backward(self, kind, dpred, pred, target):
-        require_elements("the loss", pred)
-        if kind == 0:  # mse: mean over all elements
+    def _loss_forward_backward(self, kind, dpred, pred, target):
+        if kind == Loss.MSE:  # mean over all elements
             np.subtract(pred, target, out=dpred)
             loss = float(np.mean(np.square(dpred, dtype=np.float64)))
             dpred *= pred.dtype.type(2.0 / pred.size)
             return loss
-        if kind == 1:  # cross_entropy: softmax + NLL of integer labels, mean over rows
+        if kind == Loss.CROSS_ENTROPY:  # softmax + NLL of integer labels, mean over rows
             rows = pred.shape[0]
             shifted = pred - pred.max(axis=1, keepdims=True)
             np.exp(shifted, out=dpred)
@@ -118,22 +118,20 @@ class NumpyBackend(Backend):
             dpred[np.arange(rows), target] -= 1
             dpred *= pred.dtype.type(1.0 / rows)
             return loss
-        if kind == 2:  # binary_cross_entropy from logits z: max(z,0) - z y + log(1 + e^-|z|)
+        if kind == Loss.BINARY_CROSS_ENTROPY:  # from logits z: max(z,0) - z y + log(1 + e^-|z|)
             z = pred
             per = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
             loss = float(np.mean(per, dtype=np.float64))
-            self.activation_forward(3, dpred, z)  # σ(z)
+            self._activation_forward(Act.SIGMOID, dpred, z)
             dpred -= target
             dpred *= pred.dtype.type(1.0 / pred.size)
             return loss
         raise ValueError(f"unknown loss code {kind}")
 
     # out, inp (B, N); gamma, beta, running stats, mean, var, rstd (N,)
-    def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
+    def _batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
                           running_mean, running_var, training, eps):
         if training:
-            if inp.shape[0] < 1:
-                raise ValueError("batch normalization in training needs at least one row")
             np.mean(inp, axis=0, out=mean)
             np.subtract(inp, mean, out=out)
             np.mean(np.square(out), axis=0, out=var)  # biased, as torch normalizes with it
@@ -145,7 +143,7 @@ class NumpyBackend(Backend):
         out *= gamma
         out += beta
 
-    def batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
+    def _batchnorm_backward(self, dinp, dgamma, dbeta, dout, inp, mean, rstd, gamma):
         rows = inp.shape[0]
         xhat = (inp - mean) * rstd
         np.sum(dout, axis=0, out=dbeta)
@@ -158,23 +156,23 @@ class NumpyBackend(Backend):
             dinp -= xhat * (dxhat * xhat).sum(axis=0)
             dinp *= rstd / rows
 
-    def batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
+    def _batchnorm_update_running(self, running_mean, running_var, mean, var, rows, momentum):
         unbiased = var * (rows / (rows - 1)) if rows > 1 else var
         running_mean *= 1 - momentum
         running_mean += momentum * mean
         running_var *= 1 - momentum
         running_var += momentum * unbiased
 
-    def dropout_forward(self, out, mask, inp, p, seed):
+    def _dropout_forward(self, out, mask, inp, p, seed):
         u = dropout_uniform(seed, mask.size).reshape(mask.shape)
         scale = mask.dtype.type(1.0 / (1.0 - p))
         np.multiply(u >= p, scale, out=mask)
         np.multiply(inp, mask, out=out)
 
-    def dropout_backward(self, dinp, dout, mask):
+    def _dropout_backward(self, dinp, dout, mask):
         np.multiply(dout, mask, out=dinp)
 
-    def sgd_update(self, params, grads, buf, hyper, step):
+    def _sgd_update(self, params, grads, buf, hyper, step):  # buf None: no momentum
         lr, momentum, dampening, nesterov, wd = unpack_sgd(hyper)
         dt = params.dtype.type
         g = grads + dt(wd) * params if wd else grads
@@ -187,7 +185,7 @@ class NumpyBackend(Backend):
             g = g + dt(momentum) * buf if nesterov else buf
         params -= dt(lr) * g
 
-    def adam_update(self, params, grads, m, v, hyper, step):
+    def _adam_update(self, params, grads, m, v, hyper, step):
         lr, beta1, beta2, eps, wd, decoupled = unpack_adam(hyper)
         dt = params.dtype.type
         g = grads
@@ -205,6 +203,14 @@ class NumpyBackend(Backend):
         denom = np.sqrt(v) / dt(math.sqrt(bc2))
         denom += dt(eps)
         params -= dt(lr / bc1) * (m / denom)
+
+
+    def _sum_squares(self, x):
+        x64 = x.astype(np.float64, copy=False)
+        return float(np.dot(x64, x64))
+
+    def _scale(self, x, factor):
+        x *= x.dtype.type(factor)
 
 
 BACKEND = NumpyBackend
