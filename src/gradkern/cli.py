@@ -14,20 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from ._args import int_list
+from ._markdown import table as _table
 
 DEMO_SIZES = [256, 128]  # hidden layers of the demo model
 DEMO_EPOCHS = 30
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> str:
-    """A Markdown table with aligned columns."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    def line(cells: list[str]) -> str:
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
-    return "\n".join([line(headers), sep] + [line(r) for r in rows])
 
 
 # ------------------------------------------------------------ errors and destinations

@@ -32,6 +32,7 @@ from . import backends as _backends
 from . import datasets as _datasets
 from . import optim as _optim
 from ._args import int_list
+from ._markdown import table
 from .model import MLP, TrainingDiverged, default_init
 from .threads import get_threads, set_threads
 
@@ -159,23 +160,22 @@ def fmt_ratio(x: float) -> str:
     return f"{x:.1e}"
 
 
-def _setting_label(act: str, bn: bool, init: str, results: dict) -> str:
+def _setting_label(act: str, bn: bool, init: str, results: dict) -> list[str]:
     run0 = next(r for r in results["runs"] if (r["activation"], r["batchnorm"], r["init"])
                 == (act, bn, init))
     name = init if init == "naive" else f"{init} ({run0['init_scheme'].replace('_normal', '')})"
-    return f"| {act} | {name} | {'on' if bn else 'off'} |"
+    return [act, name, "on" if bn else "off"]
 
 
 def _grid_table(results: dict, cell) -> str:
     depths = results["config"]["depths"]
     by_key = {(r["activation"], r["batchnorm"], r["init"], r["depth"]): r
               for r in results["runs"]}
-    lines = ["| activation | init | batchnorm | " + " | ".join(f"depth {d}" for d in depths)
-             + " |", "|---|---|---|" + "---|" * len(depths)]
-    for act, bn, init in settings(results["config"]["activations"]):
-        cells = [cell(by_key[(act, bn, init, d)]) for d in depths]
-        lines.append(_setting_label(act, bn, init, results) + " " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = [_setting_label(act, bn, init, results)
+            + [cell(by_key[(act, bn, init, d)]) for d in depths]
+            for act, bn, init in settings(results["config"]["activations"])]
+    return table(["activation", "init", "batchnorm"] + [f"depth {d}" for d in depths], rows,
+                 align=False)
 
 
 def ratio_table(results: dict) -> str:

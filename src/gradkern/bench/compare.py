@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .._markdown import table
 from .report import KEY_FIELDS, cell_key, fmt_num, fmt_us
 
 
@@ -66,12 +67,10 @@ def to_markdown(result: dict, old_name: str, new_name: str) -> str:
         L.append(f"- differs between the runs: {d}")
     if result["machine_differs"]:
         L.append("")
-    L.append("| " + " | ".join(KEY_FIELDS) + " | old µs | new µs | ratio | |")
-    L.append("|" + "---|" * (len(KEY_FIELDS) + 4))
-    for r in result["rows"]:
-        L.append("| " + " | ".join(str(r[k]) for k in KEY_FIELDS) +
-                 f" | {fmt_us(r['old_us'])} | {fmt_us(r['new_us'])} | {fmt_num(r['ratio'], 3)} |"
-                 f" {r['verdict']} |")
+    rows = [[str(r[k]) for k in KEY_FIELDS]
+            + [fmt_us(r["old_us"]), fmt_us(r["new_us"]), fmt_num(r["ratio"], 3), r["verdict"]]
+            for r in result["rows"]]
+    L.append(table([*KEY_FIELDS, "old µs", "new µs", "ratio", ""], rows, align=False))
     L.append("")
     n = len(result["rows"])
     L.append(f"{n} cells compared, {result['regressions']} regressions; "
