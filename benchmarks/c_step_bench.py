@@ -77,7 +77,7 @@ def epoch_overhead(width: int = 16, batch: int = 8, n: int = 4096) -> tuple[floa
                                                  losses, gnorms)) / nb
     # the same step straight into C: nb calls in a loop, less the loop's own cost
     xb, yb = X[:batch].copy(), y[:batch].astype(np.int64)
-    fn, st, ost = cb.FUNCS[plan.dtype], be._model(plan, bufs), be._optim(opt, plan)
+    fn, st, ost = cb.FUNCS[plan.dtype], be._model(plan, bufs), be._optim(opt)
     px, py, out = cb._ptr(fn, xb), cb._i64ptr(yb), st.out
 
     def direct():
