@@ -11,6 +11,7 @@ import pytest
 
 import gradkern.bench as bench
 from gradkern.backends.numpy_backend import NumpyBackend
+from gradkern.contract import Layer
 from gradkern.bench.check import check_runner, reference_gradients
 from gradkern.bench.machine import LIFTED_MARK
 from gradkern.bench.report import KEY_FIELDS, cell_key, fmt_us
@@ -222,7 +223,7 @@ def test_disturbed_cells_are_measured_again_side_by_side(tmp_path, monkeypatch):
 
 def test_depth_is_the_number_of_hidden_layers():
     plan = build_plan(depth=3, width=8)
-    dense = [(L.n_in, L.n_out) for L in plan.layers if L.kind == 0]
+    dense = [(L.n_in, L.n_out) for L in plan.layers if L.kind == Layer.DENSE]
     assert dense == [(8, 8), (8, 8), (8, 8), (8, 10)]
     assert plan.loss == "cross_entropy"
 
@@ -235,8 +236,8 @@ def test_check_passes_every_implementation_and_catches_a_wrong_kernel():
         assert res.ok, res.messages
 
     class OffByOne(NumpyBackend):  # a weight gradient off in one element by 0.1%
-        def matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
-            super().matmul_backward(dinp, dweight, dbias, dout, inp, weight)
+        def _matmul_backward(self, dinp, dweight, dbias, dout, inp, weight):
+            super()._matmul_backward(dinp, dweight, dbias, dout, inp, weight)
             dweight[0, 0] *= 1.001
 
     runner = GradkernRunner("numpy", wl)
