@@ -11,13 +11,13 @@ import pytest
 
 import gradkern.bench as bench
 from gradkern.backends.numpy_backend import NumpyBackend
-from gradkern.contract import Layer
 from gradkern.bench.check import check_runner, reference_gradients
 from gradkern.bench.machine import LIFTED_MARK
 from gradkern.bench.report import KEY_FIELDS, cell_key, fmt_us
 from gradkern.bench.scaling import crossover_width, fit_scaling, overhead_fit, step_flops
 from gradkern.bench.timing import plan_repeats
 from gradkern.bench.workload import GradkernRunner, Workload, build_plan, make_runner
+from gradkern.contract import Layer
 
 QUICK = ["--quick", "--no-torch", "--keep-blas-env", "--no-progress", "--max-seconds", "0.05",
          "--retries", "0", "--settle", "0.02"]
