@@ -16,8 +16,9 @@ import pytest
 
 import gradkern as gk
 from gradkern.backends.base import Backend
+from gradkern.contract import Layer
 from gradkern.optim import SGD, Adam, AdamW
-from gradkern.plan import ACTIVATION, BATCHNORM, DENSE, DROPOUT, Buffers, LayerSpec, Plan
+from gradkern.plan import Buffers, LayerSpec, Plan
 
 numba_backend = pytest.importorskip("gradkern.backends.numba_backend")
 NB = numba_backend.NumbaBackend()
@@ -40,19 +41,19 @@ DTYPES = [np.float32, np.float64]
 def _plan(dtype, loss="cross_entropy", n_in=6, n_out=4) -> Plan:
     """Dense, batchnorm, every activation and dropout in one plan."""
     layers = [
-        LayerSpec(BATCHNORM, n_in, n_in),  # batchnorm first: its dinp is skipped
-        LayerSpec(DENSE, n_in, 16),
-        LayerSpec(BATCHNORM, 16, 16, eps=1e-3, momentum=0.2),
-        LayerSpec(ACTIVATION, 16, 16, 2),  # leaky_relu
-        LayerSpec(DROPOUT, 16, 16, p=0.3),
-        LayerSpec(DENSE, 16, 12),
-        LayerSpec(ACTIVATION, 12, 12, 5),  # gelu
-        LayerSpec(DENSE, 12, 12),
-        LayerSpec(ACTIVATION, 12, 12, 3),  # sigmoid
-        LayerSpec(DROPOUT, 12, 12, p=0.0),
-        LayerSpec(DENSE, 12, 10),
-        LayerSpec(ACTIVATION, 10, 10, 4),  # tanh
-        LayerSpec(DENSE, 10, n_out),
+        LayerSpec(Layer.BATCHNORM, n_in, n_in),  # batchnorm first: its dinp is skipped
+        LayerSpec(Layer.DENSE, n_in, 16),
+        LayerSpec(Layer.BATCHNORM, 16, 16, eps=1e-3, momentum=0.2),
+        LayerSpec(Layer.ACTIVATION, 16, 16, 2),  # leaky_relu
+        LayerSpec(Layer.DROPOUT, 16, 16, p=0.3),
+        LayerSpec(Layer.DENSE, 16, 12),
+        LayerSpec(Layer.ACTIVATION, 12, 12, 5),  # gelu
+        LayerSpec(Layer.DENSE, 12, 12),
+        LayerSpec(Layer.ACTIVATION, 12, 12, 3),  # sigmoid
+        LayerSpec(Layer.DROPOUT, 12, 12, p=0.0),
+        LayerSpec(Layer.DENSE, 12, 10),
+        LayerSpec(Layer.ACTIVATION, 10, 10, 4),  # tanh
+        LayerSpec(Layer.DENSE, 10, n_out),
     ]
     return Plan(layers, loss, dtype)
 

@@ -25,8 +25,9 @@ from hypothesis import strategies as st
 
 import gradkern as gk
 from gradkern.backends.numpy_backend import NumpyBackend
+from gradkern.contract import Layer, Ops
 from gradkern.optim import SGD, Adam, AdamW
-from gradkern.plan import ACTIVATIONS, DENSE, K_PA, K_PB, LOSSES, LayerSpec, Plan
+from gradkern.plan import ACTIVATIONS, LOSSES, LayerSpec, Plan
 from gradkern.verify.tolerance import K_MATMUL, K_STATS, assert_close
 
 REF = NumpyBackend()
@@ -378,12 +379,13 @@ def test_plan_offsets_beyond_32_bits_are_exact():
     """A Plan is plain data: sizes whose products overflow 32 (not 64) bits get exact int64
     offsets, computed without allocating anything."""
     n = 2**16 + 3
-    plan = Plan([LayerSpec(DENSE, n, n), LayerSpec(DENSE, n, 2**15 + 1)], "mse", "float32")
+    plan = Plan([LayerSpec(Layer.DENSE, n, n), LayerSpec(Layer.DENSE, n, 2**15 + 1)], "mse",
+                "float32")
     assert plan.ops.dtype == np.int64
     w0 = n * n  # > 2**32
-    assert w0 > 2**32 and plan.ops[0, K_PB] == (w0 + 15) // 16 * 16  # 64-byte aligned
-    assert plan.ops[1, K_PA] >= w0 + n and plan.ops[1, K_PA] % 16 == 0
-    assert plan.n_params >= plan.ops[1, K_PA] + n * (2**15 + 1)
+    assert w0 > 2**32 and plan.ops[0, Ops.PB] == (w0 + 15) // 16 * 16  # 64-byte aligned
+    assert plan.ops[1, Ops.PA] >= w0 + n and plan.ops[1, Ops.PA] % 16 == 0
+    assert plan.n_params >= plan.ops[1, Ops.PA] + n * (2**15 + 1)
     assert plan.flops_per_step(2**20) == (6 * 2**20 * (n * n + n * (2**15 + 1))
                                           - 2 * 2**20 * n * n)
 

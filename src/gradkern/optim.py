@@ -14,10 +14,6 @@ import numpy as np
 from .contract import HYPER_COLS, Hyper, Opt
 from .plan import aligned_zeros
 
-# Transitional aliases of the contract's members, for code not yet moved to it.
-SGD_KIND, ADAM_KIND = Opt.SGD, Opt.ADAM
-H_LR, H_MOM, H_DAMP, H_NESTEROV, H_WD, H_BETA1, H_BETA2, H_EPS, H_DECOUPLED = Hyper
-
 
 def _check_number(name: str, value: float, low: float = 0.0, high: float = math.inf,
                   high_open: bool = False) -> float:
@@ -49,11 +45,11 @@ class Optimizer:
 
     @property
     def lr(self) -> float:
-        return float(self.hyper[H_LR])
+        return float(self.hyper[Hyper.LR])
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self.hyper[H_LR] = _check_number("lr", value)
+        self.hyper[Hyper.LR] = _check_number("lr", value)
 
     def bind(self, n_params: int, dtype: np.dtype) -> None:
         """Allocate state for a parameter buffer of this size, once."""
@@ -62,7 +58,7 @@ class Optimizer:
             return
         self.check_bindable(n_params, dtype)
         self.buf1 = aligned_zeros(n_params, dtype)
-        self.buf2 = aligned_zeros(n_params if self.kind == ADAM_KIND else 0, dtype)
+        self.buf2 = aligned_zeros(n_params if self.kind == Opt.ADAM else 0, dtype)
         self._owner = key
 
     def check_bindable(self, n_params: int, dtype: np.dtype) -> None:
@@ -83,15 +79,9 @@ class Optimizer:
         self.buf1 = self.buf2 = None
         self.step[...] = 0
         self._owner = None
-        for k in [k for k in self.__dict__ if k.startswith("_gk")]:
-            del self.__dict__[k]
 
-    # Pickling keeps the hyperparameters, the state and the step; attributes a backend
-    # attached (names starting with '_gk', e.g. the C backend's gk_optim struct) are
-    # dropped, and the state arrays are copied back into 64-byte aligned buffers.
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if not k.startswith("_gk")}
-
+    # Pickling keeps the hyperparameters, the state and the step (backends keep their own
+    # handles, never on this object); the state arrays come back 64-byte aligned.
     def __setstate__(self, d: dict) -> None:
         d = dict(d)
         for name in ("buf1", "buf2"):
@@ -106,7 +96,7 @@ class Optimizer:
         if self.buf1 is None:
             return {}
         out = {"buf1": self.buf1, "step": self.step}
-        if self.kind == ADAM_KIND:
+        if self.kind == Opt.ADAM:
             out["buf2"] = self.buf2
         return out
 
@@ -114,7 +104,7 @@ class Optimizer:
         if self.buf1 is None:
             raise ValueError("bind the optimizer to a model before loading its state")
         self.buf1[...] = arrays["buf1"]
-        if self.kind == ADAM_KIND:
+        if self.kind == Opt.ADAM:
             self.buf2[...] = arrays["buf2"]
         self.step[...] = arrays["step"]
 
@@ -141,24 +131,24 @@ class Optimizer:
 class SGD(Optimizer):
     """torch.optim.SGD: p -= lr * (momentum buffer, Nesterov optional), coupled weight decay."""
 
-    kind = SGD_KIND
+    kind = Opt.SGD
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
                  nesterov: bool = False, weight_decay: float = 0.0):
         super().__init__()
-        self.hyper[H_LR] = _check_number("lr", lr)
-        self.hyper[H_MOM] = _check_number("momentum", momentum)
-        self.hyper[H_DAMP] = _check_number("dampening", dampening, 0.0, 1.0)
-        self.hyper[H_WD] = _check_number("weight_decay", weight_decay)
+        self.hyper[Hyper.LR] = _check_number("lr", lr)
+        self.hyper[Hyper.MOMENTUM] = _check_number("momentum", momentum)
+        self.hyper[Hyper.DAMPENING] = _check_number("dampening", dampening, 0.0, 1.0)
+        self.hyper[Hyper.WEIGHT_DECAY] = _check_number("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        self.hyper[H_NESTEROV] = 1.0 if nesterov else 0.0
+        self.hyper[Hyper.NESTEROV] = 1.0 if nesterov else 0.0
 
     def config(self) -> dict:
         h = self.hyper
-        return {"name": "SGD", "lr": float(h[H_LR]), "momentum": float(h[H_MOM]),
-                "dampening": float(h[H_DAMP]), "nesterov": bool(h[H_NESTEROV]),
-                "weight_decay": float(h[H_WD])}
+        return {"name": "SGD", "lr": float(h[Hyper.LR]), "momentum": float(h[Hyper.MOMENTUM]),
+                "dampening": float(h[Hyper.DAMPENING]), "nesterov": bool(h[Hyper.NESTEROV]),
+                "weight_decay": float(h[Hyper.WEIGHT_DECAY])}
 
     def __repr__(self) -> str:
         c = self.config()
@@ -168,7 +158,7 @@ class SGD(Optimizer):
 class Adam(Optimizer):
     """torch.optim.Adam: bias-corrected moments; weight_decay added to the gradient (L2)."""
 
-    kind = ADAM_KIND
+    kind = Opt.ADAM
     decoupled = False
 
     def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -176,16 +166,16 @@ class Adam(Optimizer):
         super().__init__()
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ValueError(f"betas must be a pair, got {betas!r}")
-        self.hyper[H_LR] = _check_number("lr", lr)
-        self.hyper[H_BETA1] = _check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
-        self.hyper[H_BETA2] = _check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
+        self.hyper[Hyper.LR] = _check_number("lr", lr)
+        self.hyper[Hyper.BETA1] = _check_number("betas[0]", betas[0], 0.0, 1.0, high_open=True)
+        self.hyper[Hyper.BETA2] = _check_number("betas[1]", betas[1], 0.0, 1.0, high_open=True)
         eps_v = _check_number("eps", eps, low=-math.inf)
         if eps_v <= 0:
             raise ValueError(f"eps must be > 0, got {eps!r}: the update divides by "
                              "sqrt(v) + eps, and v is 0 for a parameter whose gradient is 0")
-        self.hyper[H_EPS] = eps_v
-        self.hyper[H_WD] = _check_number("weight_decay", weight_decay)
-        self.hyper[H_DECOUPLED] = 1.0 if self.decoupled else 0.0
+        self.hyper[Hyper.EPS] = eps_v
+        self.hyper[Hyper.WEIGHT_DECAY] = _check_number("weight_decay", weight_decay)
+        self.hyper[Hyper.DECOUPLED] = 1.0 if self.decoupled else 0.0
 
     def check_bindable(self, n_params: int, dtype: np.dtype) -> None:
         """What `bind` would refuse, raised without changing anything."""
@@ -199,16 +189,16 @@ class Adam(Optimizer):
 
     def _check_dtype(self, dtype: np.dtype) -> None:
         tiny = float(np.finfo(dtype).tiny)
-        if self.hyper[H_EPS] < tiny:
-            raise ValueError(f"eps={float(self.hyper[H_EPS])!r} is below the smallest normal "
+        if self.hyper[Hyper.EPS] < tiny:
+            raise ValueError(f"eps={float(self.hyper[Hyper.EPS])!r} is below the smallest normal "
                              f"{dtype} ({tiny:.3g}); the update, computed in {dtype}, would "
                              "divide by zero where a gradient is 0")
 
     def config(self) -> dict:
         h = self.hyper
-        return {"name": type(self).__name__, "lr": float(h[H_LR]),
-                "betas": (float(h[H_BETA1]), float(h[H_BETA2])), "eps": float(h[H_EPS]),
-                "weight_decay": float(h[H_WD])}
+        return {"name": type(self).__name__, "lr": float(h[Hyper.LR]),
+                "betas": (float(h[Hyper.BETA1]), float(h[Hyper.BETA2])), "eps": float(h[Hyper.EPS]),
+                "weight_decay": float(h[Hyper.WEIGHT_DECAY])}
 
     def __repr__(self) -> str:
         c = self.config()

@@ -31,10 +31,6 @@ from .contract import (
 ACTIVATIONS = names(Act)
 LOSSES = names(Loss)
 
-# Transitional aliases of the contract's members, for code not yet moved to it.
-DENSE, ACTIVATION, BATCHNORM, DROPOUT = Layer
-K_KIND, K_IN, K_OUT, K_PA, K_PB, K_SA, K_SB, K_ACT, K_OUTOFF, K_CACHE, K_CACHE_ROW = Ops
-F_P, F_EPS, F_MOM = Fargs.P, Fargs.EPS, Fargs.MOMENTUM
 __all__ = ["ACTIVATIONS", "ALIGN_BYTES", "FARGS_COLS", "LEAKY_SLOPE", "LOSSES", "OPS_COLS",
            "Buffers", "LayerSpec", "Plan", "activation_code", "aligned_zeros", "loss_code"]
 
@@ -205,9 +201,8 @@ class Buffers:
     that threads predicting with one model never share a workspace.
 
     Pickling keeps the plan, params, grads, state and the capacity; the workspace is
-    allocated again (aligned) on loading, and attributes a backend attached to this
-    object (any name starting with '_', such as the C backend's `_gk_c_model`) are
-    dropped: they hold pointers that mean nothing in another process.
+    allocated again (aligned) on loading. Backends keep their handles (the C backend's
+    gk_model structs) themselves, never on this object.
     """
 
     def __init__(self, plan: Plan, capacity: int = 0, share: Buffers | None = None):
