@@ -10,7 +10,8 @@
 
 int F(gk_model_check)(const gk_model *m)
 {
-    if (m->n_layers < 1 || m->capacity < 1 || m->loss < 0 || m->loss > 2) return GK_ERR_PLAN;
+    if (m->n_layers < 1 || m->capacity < 1) return GK_ERR_PLAN;
+    if (m->loss < 0 || m->loss > GK_BINARY_CROSS_ENTROPY) return GK_ERR_PLAN;
     if (!m->ops || !m->fargs || !m->out_off || !m->cache_off) return GK_ERR_PLAN;
     for (int64_t i = 0; i < m->n_layers; i++) {
         int64_t kind = OPS(m, i, GK_K_KIND), nin = OPS(m, i, GK_K_IN);
@@ -206,7 +207,7 @@ static int F(commit)(const gk_model *m, const gk_optim *o, int64_t rows)
         int64_t n = OPS(m, i, GK_K_OUT);
         REAL *c = cache + m->cache_off[i];
         F(gk_batchnorm_update_running)(state + OPS(m, i, GK_K_SA), state + OPS(m, i, GK_K_SB),
-                                       c, c + n, rows, FARG(m, i, GK_F_MOM), n);
+                                       c, c + n, rows, FARG(m, i, GK_F_MOMENTUM), n);
     }
     o->step[0] += 1;
     if (o->kind == GK_SGD)

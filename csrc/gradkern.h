@@ -1,7 +1,8 @@
 /* gradkern C API: the one declaration of every C function the Python wrapper calls.
 
-   This header holds no preprocessor lines: the cffi build reads it verbatim as its cdef,
-   and csrc/gradkern.c includes it after <stdint.h>.
+   This header holds no preprocessor lines: the cffi build reads it verbatim as its cdef
+   (after the generated enum), and csrc/gradkern.c includes it after <stdint.h> and the
+   generated gk_contract.h.
 
    Conventions (DESIGN.md §3): outputs first, then inputs, then sizes; every size and index
    is int64_t; arrays are C-contiguous and of one dtype, float (_f32) or double (_f64).
@@ -11,28 +12,19 @@
    Functions that can fail return an int: GK_OK (0) or a negative GK_ERR_* code. C checks
    every index it is given (class labels, permutation entries, plan offsets) before use. */
 
-enum {
-    /* activation kinds, as plan.ACTIVATIONS */
-    GK_IDENTITY = 0, GK_RELU = 1, GK_LEAKY_RELU = 2, GK_SIGMOID = 3, GK_TANH = 4, GK_GELU = 5,
-    /* loss kinds, as plan.LOSSES */
-    GK_MSE = 0, GK_CROSS_ENTROPY = 1, GK_BINARY_CROSS_ENTROPY = 2,
-    /* layer kinds, as plan.LAYER_KINDS */
-    GK_DENSE = 0, GK_ACTIVATION = 1, GK_BATCHNORM = 2, GK_DROPOUT = 3,
-    /* columns of Plan.ops and Plan.fargs */
-    GK_K_KIND = 0, GK_K_IN = 1, GK_K_OUT = 2, GK_K_PA = 3, GK_K_PB = 4, GK_K_SA = 5,
-    GK_K_SB = 6, GK_K_ACT = 7, GK_K_OUTOFF = 8, GK_K_CACHE = 9, GK_K_CACHE_ROW = 10,
-    GK_OPS_COLS = 11,
-    GK_F_P = 0, GK_F_EPS = 1, GK_F_MOM = 2, GK_FARGS_COLS = 3,
-    /* optimizer kinds and columns of Optimizer.hyper, as optim.py */
-    GK_SGD = 0, GK_ADAM = 1,
-    GK_H_LR = 0, GK_H_MOM = 1, GK_H_DAMP = 2, GK_H_NESTEROV = 3, GK_H_WD = 4, GK_H_BETA1 = 5,
-    GK_H_BETA2 = 6, GK_H_EPS = 7, GK_H_DECOUPLED = 8, GK_HYPER_COLS = 9,
-    /* error codes */
-    GK_OK = 0, GK_ERR_LABEL = -1, GK_ERR_INDEX = -2, GK_ERR_SHAPE = -3, GK_ERR_WORKSPACE = -4,
-    GK_ERR_KIND = -5, GK_ERR_PLAN = -6,
-    /* instruction sets of the GEMM and vector kernels */
-    GK_ISA_GENERIC = 0, GK_ISA_AVX2 = 1, GK_ISA_AVX512 = 2
-};
+/* The enum of every code and column (GK_RELU, GK_K_KIND, GK_F_EPS, GK_H_LR, GK_ERR_*,
+   GK_ISA_*, GK_OPS_COLS, ...) is not written here: _build_c.py generates it from
+   src/gradkern/contract.py (contract.c_declarations()), puts it in the cdef before this
+   header, and writes gk_contract.h (the enum and the GK_LEAKY, GK_GOLDEN, GK_LAYER_MIX
+   constants), which gradkern.c includes before this one. */
+
+/* the contract's non-integer constants as the library was compiled with them */
+typedef struct gk_constants {
+    double leaky_slope;   /* GK_LEAKY */
+    uint64_t golden;      /* GK_GOLDEN */
+    uint64_t layer_mix;   /* GK_LAYER_MIX */
+} gk_constants;
+gk_constants gk_contract_constants(void);
 
 /* ---- runtime: instruction set, threads, build facts ---- */
 int gk_isa(void);                  /* the instruction set in use */

@@ -52,9 +52,10 @@ static void G(scale_range)(REAL *x, REAL f, int64_t lo, int64_t hi)
 static void G(sgd_range)(REAL *params, REAL *buf, const REAL *grads, const double *hyper,
                          int64_t step, int64_t lo, int64_t hi)
 {
-    REAL lr = (REAL)hyper[GK_H_LR], mom = (REAL)hyper[GK_H_MOM];
-    REAL damp1 = (REAL)(1.0 - hyper[GK_H_DAMP]), wd = (REAL)hyper[GK_H_WD];
-    int has_wd = hyper[GK_H_WD] != 0, has_mom = hyper[GK_H_MOM] != 0;
+    REAL lr = (REAL)hyper[GK_H_LR], mom = (REAL)hyper[GK_H_MOMENTUM];
+    REAL damp1 = (REAL)(1.0 - hyper[GK_H_DAMPENING]);
+    REAL wd = (REAL)hyper[GK_H_WEIGHT_DECAY];
+    int has_wd = hyper[GK_H_WEIGHT_DECAY] != 0, has_mom = hyper[GK_H_MOMENTUM] != 0;
     int nesterov = hyper[GK_H_NESTEROV] != 0;
     if (!has_wd && !has_mom) {  /* plain SGD: one multiply-subtract per element */
         for (int64_t i = lo; i < hi; i++) params[i] = params[i] - lr * grads[i];
@@ -77,7 +78,7 @@ static void G(adam_range)(REAL *params, REAL *m, REAL *v, const REAL *grads,
                           const double *hyper, int64_t step, int64_t lo, int64_t hi)
 {
     double lr = hyper[GK_H_LR], b1 = hyper[GK_H_BETA1], b2 = hyper[GK_H_BETA2];
-    double wd = hyper[GK_H_WD];
+    double wd = hyper[GK_H_WEIGHT_DECAY];
     int decoupled = hyper[GK_H_DECOUPLED] != 0, has_wd = wd != 0;
     REAL decay = (REAL)(1.0 - lr * wd), wd_r = (REAL)wd;
     REAL beta1 = (REAL)b1, beta2 = (REAL)b2, one_b1 = (REAL)(1.0 - b1), one_b2 = (REAL)(1.0 - b2);

@@ -7,17 +7,23 @@ the NumPy reference.
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import subprocess
 import sys
+import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 import gradkern as gk
 from conftest import assert_close
+from gradkern import contract
 from gradkern.backends.numpy_backend import NumpyBackend
+from gradkern.contract import Isa
 from gradkern.optim import SGD, Adam
 
 if "c" not in gk.backends.available():
@@ -406,3 +412,100 @@ def test_fused_epilogues_match_reference(isa, dtype):
     for (dw, db), (rw, rb) in zip(grads, rgrads, strict=True):
         assert np.abs(dw - rw).max() <= tol * scale
         assert np.abs(db - rb).max() <= tol * scale
+
+
+# ---------------------------------------------------------------------- structure of the C sources
+
+CSRC = Path(__file__).resolve().parents[1] / "csrc"
+ISA_MACROS = ("ISA_NAME", "ISA_SUPPORTED", "MR", "NR", "KC", "MC", "NC", "VEC", "VLEN", "VMASK",
+              "MAKE_MASK", "VZERO", "VLOAD", "VLOADM", "VSTOREM", "VBCAST", "VFMA", "VADD")
+
+
+def _defines(text: str) -> dict[str, list[str]]:
+    """name -> the values it is #defined to, in order (one per dtype branch, or one)."""
+    found: dict[str, list[str]] = {}
+    for m in re.finditer(r"^#define\s+(\w+)(\([^)]*\))?[ \t]*(.*)$", text, re.M):
+        found.setdefault(m.group(1), []).append(m.group(3).strip())
+    return found
+
+
+def test_every_isa_is_one_description_and_one_table_row():
+    """Each contract.Isa member has exactly one header csrc/isa_<name>.h defining the whole
+    description, included once by gradkern.c's instantiation sequence and given one row
+    of the dispatch table; nothing else in C dispatches on the ISA."""
+    source = (CSRC / "gradkern.c").read_text()
+    for isa in Isa:
+        name = isa.name.lower()
+        header = CSRC / f"isa_{name}.h"
+        assert header.is_file(), f"no description {header.name} for Isa.{isa.name}"
+        defs = _defines(header.read_text())
+        missing = [m for m in ISA_MACROS if m not in defs]
+        assert not missing, f"{header.name} lacks {missing}"
+        assert defs["ISA_NAME"] == [name]
+        assert source.count(f'#define GK_ISA_HEADER "isa_{name}.h"') == 1
+        assert source.count(f"[GK_ISA_{isa.name}] = GK_ISA({name}),") == 1
+    assert sorted(p.name for p in CSRC.glob("isa_*.h")) == sorted(
+        [f"isa_{m.name.lower()}.h" for m in Isa] + ["isa_dtype.h", "isa_instance.h"])
+    for path in CSRC.glob("*.[ch]"):
+        text = path.read_text()
+        assert "case GK_ISA_" not in text and "switch (isa)" not in text, path.name
+        if not path.name.startswith("isa_"):  # tile sizes live in the descriptions only
+            assert not re.search(r"^#define\s+(MR|NR|KC|MC|NC)\b", text, re.M), path.name
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tiles_come_from_the_isa_descriptions(dtype):
+    """gk_tile_* reports, for every ISA here, the MR, NR and KC its header declares (NR
+    and KC per dtype where the header splits them)."""
+    branch = 0 if dtype == "float32" else -1
+    try:
+        for name in isas():
+            defs = _defines((CSRC / f"isa_{name}.h").read_text())
+            want = tuple(int(defs[k][branch]) for k in ("MR", "NR", "KC"))
+            assert C.set_isa(name) == name
+            assert C.tile(dtype) == want, name
+    finally:
+        C.set_isa("avx512")
+
+
+def test_gradkern_isa_selects_by_the_table_names():
+    """$GRADKERN_ISA is matched against the table's names (each ISA here, in a fresh
+    process of the bare extension); an unknown name keeps the best."""
+    spec = importlib.util.find_spec("gradkern._gradkern_c")
+    ext = os.environ.get("GRADKERN_C_EXT") or (spec.origin if spec else "")
+    code = ("import importlib.util, sys\n"
+            "s = importlib.util.spec_from_file_location('gradkern._gradkern_c', sys.argv[1])\n"
+            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m)\n"
+            "print(m.lib.gk_isa(), m.lib.gk_best_isa())\n")
+    best = int(Isa[C.describe()["best_isa"].upper()])
+    for env, want in [*((n, int(Isa[n.upper()])) for n in isas()), ("avx9000", best)]:
+        done = subprocess.run([sys.executable, "-c", code, ext], capture_output=True,
+                              text=True, timeout=60, env=dict(os.environ, GRADKERN_ISA=env))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split() == [str(want), str(best)], env
+
+
+def test_the_contract_header_is_generated_not_written():
+    """No contract code is written by hand in csrc; the build writes gk_contract.h from
+    contract.py (idempotently: an unchanged header keeps its mtime), and the cdef's enum
+    is the same text."""
+    spec = importlib.util.spec_from_file_location(
+        "_gk_build_c_test", Path(__file__).resolve().parents[1] / "src/gradkern/_build_c.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)  # defines functions only: nothing is built or probed
+    for path in CSRC.glob("*"):
+        text = path.read_text()
+        for name, _ in contract.c_enum_items():
+            assert not re.search(rf"\b{name}\s*=(?!=)", text), f"{path.name} defines {name}"
+        for name in ("GK_LEAKY", "GK_GOLDEN", "GK_LAYER_MIX"):
+            assert not re.search(rf"#define\s+{name}\b", text), f"{path.name} defines {name}"
+    with tempfile.TemporaryDirectory() as tmp:
+        enum = build.generate(Path(tmp))
+        header = Path(tmp) / "gk_contract.h"
+        assert enum == contract.c_declarations()
+        text = header.read_text()
+        assert enum in text and contract.c_constants() in text
+        stamp = header.stat().st_mtime_ns
+        os.utime(header, ns=(stamp - 10**9, stamp - 10**9))
+        build.generate(Path(tmp))
+        assert header.stat().st_mtime_ns == stamp - 10**9  # not rewritten
