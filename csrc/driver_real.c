@@ -26,7 +26,7 @@ int F(gk_model_check)(const gk_model *m)
                 return GK_ERR_PLAN;
         } else if (kind == GK_ACTIVATION) {
             int64_t act = OPS(m, i, GK_K_ACT);
-            if (act < 0 || act > GK_GELU) return GK_ERR_PLAN;
+            if (act < 0 || act >= GK_N_ACTS) return GK_ERR_PLAN;
         } else if (kind == GK_BATCHNORM) {
             if (!in_range(pa, nout, m->n_params) || !in_range(pb, nout, m->n_params)
                 || !in_range(OPS(m, i, GK_K_SA), nout, m->n_state)

@@ -38,6 +38,9 @@ int F(gk_activation_forward)(int64_t kind, REAL *out, const REAL *inp, int64_t n
         for (int64_t i = 0; i < n; i++)
             out[i] = ((REAL)0.5 * inp[i]) * ((REAL)1 + ERF(inp[i] * (REAL)GK_SQRT_HALF));
         return GK_OK;
+    case GK_SILU:  /* x σ(x) */
+        for (int64_t i = 0; i < n; i++) out[i] = inp[i] * F(sigmoid1)(inp[i]);
+        return GK_OK;
     }
     return GK_ERR_KIND;
 }
@@ -69,6 +72,12 @@ int F(gk_activation_backward)(int64_t kind, REAL *dinp, const REAL *dout, const 
             REAL cdf = (REAL)0.5 * ((REAL)1 + ERF(x * (REAL)GK_SQRT_HALF));
             REAL pdf = EXP((REAL)-0.5 * x * x) * (REAL)GK_INV_SQRT_2PI;
             dinp[i] = dout[i] * (cdf + x * pdf);
+        }
+        return GK_OK;
+    case GK_SILU:     /* silu' = σ(x) (1 + x (1 - σ(x))) */
+        for (int64_t i = 0; i < n; i++) {
+            REAL s = F(sigmoid1)(inp[i]);
+            dinp[i] = dout[i] * (s * ((REAL)1 + inp[i] * ((REAL)1 - s)));
         }
         return GK_OK;
     }

@@ -18,6 +18,7 @@ from .layers import (
     LeakyReLU,
     ReLU,
     Sigmoid,
+    SiLU,
     Tanh,
 )
 from .model import MLP, Sequential, load, load_checkpoint
@@ -39,7 +40,6 @@ def __getattr__(name):  # MLPClassifier, MLPRegressor: import scikit-learn (~1 s
 __all__ = [
     "ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "Buffers", "CheckpointError", "Dense",
     "Dropout", "EarlyStopping", "GELU", "History", "Identity", "LeakyReLU", "MLP", "MLPClassifier",
-    "MLPRegressor", "Plan", "ReLU",
-    "Sequential", "Sigmoid", "Tanh", "TrainingDiverged", "backends", "datasets", "get_threads",
-    "load", "load_checkpoint", "optim", "set_threads",
+    "MLPRegressor", "Plan", "ReLU", "Sequential", "SiLU", "Sigmoid", "Tanh", "TrainingDiverged",
+    "backends", "datasets", "get_threads", "load", "load_checkpoint", "optim", "set_threads",
 ]

@@ -34,6 +34,7 @@ class Act(IntEnum):
     SIGMOID = 3
     TANH = 4
     GELU = 5
+    SILU = 6
 
 
 class Loss(IntEnum):
@@ -136,7 +137,8 @@ def code(enum: type[IntEnum], name: str, what: str) -> int:
 # the prefix each enum's members carry in C: GK_RELU, GK_K_KIND, GK_ERR_LABEL, ...
 C_PREFIX = {Layer: "GK_", Act: "GK_", Loss: "GK_", Opt: "GK_", Ops: "GK_K_",
             Fargs: "GK_F_", Hyper: "GK_H_", Err: "GK_ERR_", Isa: "GK_ISA_"}
-C_COUNTS = {"GK_OPS_COLS": OPS_COLS, "GK_FARGS_COLS": FARGS_COLS, "GK_HYPER_COLS": HYPER_COLS}
+C_COUNTS = {"GK_OPS_COLS": OPS_COLS, "GK_FARGS_COLS": FARGS_COLS, "GK_HYPER_COLS": HYPER_COLS,
+            "GK_N_ACTS": len(Act), "GK_N_LOSSES": len(Loss), "GK_N_LAYERS": len(Layer)}
 C_FLOATS = {"GK_LEAKY": LEAKY_SLOPE}
 C_U64 = {"GK_GOLDEN": GOLDEN, "GK_LAYER_MIX": LAYER_MIX}
 

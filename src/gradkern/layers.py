@@ -37,7 +37,7 @@ class Dense(Layer):
 
 
 class Activation(Layer):
-    """An elementwise activation by name: identity, relu, leaky_relu, sigmoid, tanh, gelu."""
+    """An elementwise activation by name: identity, relu, leaky_relu, sigmoid, tanh, gelu, silu."""
 
     def __init__(self, name: str):
         activation_code(name)
@@ -71,6 +71,11 @@ def Tanh() -> Activation:
 
 def GELU() -> Activation:
     return Activation("gelu")
+
+
+def SiLU() -> Activation:
+    """x·sigmoid(x), as torch.nn.SiLU (also called swish)."""
+    return Activation("silu")
 
 
 def Identity() -> Activation:

@@ -33,7 +33,7 @@ PREDICT_CHUNK = 4096  # rows per inference call: bounds the workspace predict ne
 
 def default_init(activation: str) -> str:
     """He for the ReLU family, Xavier (Glorot) for sigmoid and tanh, LeCun for identity."""
-    if activation in ("relu", "leaky_relu", "gelu"):
+    if activation in ("relu", "leaky_relu", "gelu", "silu"):
         return "he_normal"
     if activation in ("sigmoid", "tanh"):
         return "xavier_normal"

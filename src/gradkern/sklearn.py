@@ -85,7 +85,7 @@ from . import optim as _optim
 from .model import MLP, TrainingDiverged
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu",
-               "sigmoid": "sigmoid", "leaky_relu": "leaky_relu", "gelu": "gelu"}
+               "sigmoid": "sigmoid", "leaky_relu": "leaky_relu", "gelu": "gelu", "silu": "silu"}
 SOLVERS = ("adam", "sgd", "adamw")
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 _SPARSE = ("csr", "csc")
@@ -515,7 +515,7 @@ _PARAMS_DOC = """
     docstring for how they map onto gradkern):
 
     hidden_layer_sizes=(100,), activation='relu' ('identity', 'logistic', 'tanh', 'relu',
-    and gradkern's 'sigmoid', 'leaky_relu', 'gelu'), solver='adam' ('adam', 'sgd', 'adamw'),
+    and gradkern's 'sigmoid', 'leaky_relu', 'gelu', 'silu'), solver='adam' ('adam', 'sgd', 'adamw'),
     alpha=1e-4 (L2), batch_size='auto' (min(200, n)), learning_rate='constant'
     ('invscaling', 'adaptive': sgd only), learning_rate_init=1e-3, power_t=0.5,
     max_iter=200, shuffle=True, random_state=None, tol=1e-4, verbose=False,

@@ -47,7 +47,7 @@ def build(model, seed: int = 0):
     tdtype = torch.float64 if model.dtype == np.float64 else torch.float32
     acts = {Act.IDENTITY: nn.Identity, Act.RELU: nn.ReLU, Act.SIGMOID: nn.Sigmoid,
             Act.TANH: nn.Tanh, Act.GELU: lambda: nn.GELU(approximate="none"),
-            Act.LEAKY_RELU: lambda: nn.LeakyReLU(LEAKY_SLOPE)}
+            Act.LEAKY_RELU: lambda: nn.LeakyReLU(LEAKY_SLOPE), Act.SILU: nn.SiLU}
     params = model.named_parameters()
     mods = []
     for i, L in enumerate(model.plan.layers):

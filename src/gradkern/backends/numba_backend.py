@@ -277,8 +277,11 @@ def activation_forward(kind, out, inp):
                 y = (one if x >= zero else e) / (one + e)
             elif kind == Act.TANH:
                 y = np.tanh(x)
-            else:  # gelu, erf form: x/2 (1 + erf(x/√2))
+            elif kind == Act.GELU:  # erf form: x/2 (1 + erf(x/√2))
                 y = (half * x) * (one + T(math.erf(x * sqrt_half)))
+            else:  # silu: x σ(x)
+                e = np.exp(-np.abs(x))
+                y = x * ((one if x >= zero else e) / (one + e))
             out[i, j] = y
 
 
@@ -306,11 +309,16 @@ def activation_backward(kind, dinp, dout, inp, out):
             elif kind == Act.TANH:  # tanh' = 1 - tanh²
                 t = out[i, j]
                 g = d * (one - t * t)
-            else:  # gelu' = Φ(x) + x φ(x)
+            elif kind == Act.GELU:  # gelu' = Φ(x) + x φ(x)
                 x = inp[i, j]
                 cdf = half * (one + T(math.erf(x * sqrt_half)))
                 pdf = np.exp(-half * x * x) * inv_sqrt_2pi
                 g = d * (cdf + x * pdf)
+            else:  # silu' = σ(x) (1 + x (1 - σ(x)))
+                x = inp[i, j]
+                e = np.exp(-np.abs(x))
+                s = (one if x >= zero else e) / (one + e)
+                g = d * (s * (one + x * (one - s)))
             dinp[i, j] = g
 
 

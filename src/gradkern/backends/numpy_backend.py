@@ -45,6 +45,12 @@ def dropout_uniform(seed: int, count: int) -> np.ndarray:
     return (h >> np.uint64(11)).astype(np.float64) * (1.0 / 9007199254740992.0)
 
 
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """σ(x) without overflow: exp of a non-positive number only (x's dtype)."""
+    e = np.exp(-np.abs(x))
+    return np.divide(np.where(x >= 0, 1.0, e), 1.0 + e).astype(x.dtype, copy=False)
+
 class NumpyBackend(Backend):
     """Plain NumPy kernels; the Python plan driver of the base class. The arguments
     arrive checked (base.Backend): C-contiguous, of one dtype, of matching shapes."""
@@ -71,13 +77,14 @@ class NumpyBackend(Backend):
             np.maximum(inp, 0, out=out)
         elif kind == Act.LEAKY_RELU:
             np.multiply(inp, np.where(inp > 0, 1.0, LEAKY_SLOPE).astype(inp.dtype), out=out)
-        elif kind == Act.SIGMOID:  # without overflow: exp of a non-positive number only
-            e = np.exp(-np.abs(inp))
-            np.divide(np.where(inp >= 0, 1.0, e), 1.0 + e, out=out)
+        elif kind == Act.SIGMOID:
+            out[...] = _sigmoid(inp)
         elif kind == Act.TANH:
             np.tanh(inp, out=out)
         elif kind == Act.GELU:  # erf form: x/2 (1 + erf(x/√2))
             np.multiply(0.5 * inp, 1.0 + erf(inp * SQRT_HALF), out=out)
+        elif kind == Act.SILU:  # x σ(x)
+            np.multiply(inp, _sigmoid(inp), out=out)
         else:
             raise ValueError(f"unknown activation code {kind}")
 
@@ -97,6 +104,9 @@ class NumpyBackend(Backend):
             cdf = 0.5 * (1.0 + erf(inp * SQRT_HALF))
             pdf = np.exp(-0.5 * inp * inp) * INV_SQRT_2PI
             np.multiply(dout, cdf + inp * pdf, out=dinp)
+        elif kind == Act.SILU:  # silu' = σ(x) (1 + x (1 - σ(x)))
+            s = _sigmoid(inp)
+            np.multiply(dout, s * (1 + inp * (1 - s)), out=dinp)
         else:
             raise ValueError(f"unknown activation code {kind}")
 

@@ -43,6 +43,10 @@ def derivatives(act: int, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
         pdf = np.exp(-0.5 * x * x) * INV_SQRT_2PI
         return 0.5 * (1 + erf(x * SQRT_HALF)) + x * pdf, pdf * (2 - x * x)
+    if act == Act.SILU:  # σ (1 + x (1 − σ)); second derivative σ' (2 + x (1 − 2σ))
+        s = 0.5 * (1 + np.tanh(0.5 * x))
+        ds = s * (1 - s)
+        return s * (1 + x * (1 - s)), ds * (2 + x * (1 - 2 * s))
     raise ValueError(f"Magnitudes has no derivative for activation code {int(act)}")
 
 
