@@ -1,7 +1,7 @@
 """Experiment: our C GEMM against NumPy's (OpenBLAS) on the three products of backprop.
 
 For each shape (batch B, width C = OC) it checks every product against float64 first
-(|x − ref| ≤ 16·u·|A|·|B|, DESIGN.md §5), then times each one (median of several runs after
+(|x − ref| ≤ 16·u·|A|·|B|, docs/design.md §3), then times each one (median of several runs after
 a warm-up) through the C backend's kernels and through np.matmul on the same arrays:
     forward  out = X·W + b          (B, C) x (C, OC)
     dinp     dY·Wᵀ                  (B, OC) x (OC, C)

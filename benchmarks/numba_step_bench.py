@@ -5,7 +5,7 @@ The workload is `gradkern bench`'s (gradkern.bench.workload): depth hidden layer
 lr 0.01, batch 64, float32. For each width it first checks that the loss and every
 gradient tensor of numba (and of C, when it loads) agree with the numpy backend's, to
 1024·u·max|tensor| (the products compound over depth, so this is looser than the
-per-kernel 16·u·S of DESIGN §5, which tests/test_kernels.py checks), then times
+per-kernel 16·u·S of docs/design.md §3, which tests/test_kernels.py checks), then times
 train_step: a warm-up, then the median over `--runs` runs of enough steps for ~0.2 s each.
 The first numba call (compile, or load from the disk cache) is timed separately.
 

@@ -41,7 +41,7 @@ def test_train_step(benchmark, impl, depth, width, batch, bench_dtype, pinned_th
 
 
 def test_flops_formula():
-    """DESIGN §7 by hand for depth 2, width 32, batch 16: dense 32x32, 32x32, 32x10."""
+    """docs/design.md §5 by hand for depth 2, width 32, batch 16: dense 32x32, 32x32, 32x10."""
     wl = Workload(2, 32, 16)
     expected = 6 * 16 * (32 * 32 + 32 * 32 + 32 * 10) - 2 * 16 * 32 * 32
     assert wl.flops == expected

@@ -4,7 +4,7 @@
    (after the generated enum), and csrc/gradkern.c includes it after <stdint.h> and the
    generated gk_contract.h.
 
-   Conventions (DESIGN.md §3): outputs first, then inputs, then sizes; every size and index
+   Conventions (docs/design.md §2): outputs first, then inputs, then sizes; every size and index
    is int64_t; arrays are C-contiguous and of one dtype, float (_f32) or double (_f64).
    Legend: B = batch rows, C = input features, OC = output features, N = features of an
    elementwise layer, K = classes or targets per row, P = flat parameter count.

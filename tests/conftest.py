@@ -1,6 +1,6 @@
 """Shared fixtures: every test that takes `backend` runs on every backend that loads here.
 
-Tolerances are gradkern.verify.tolerance's (DESIGN §5): a result agrees with the float64
+Tolerances are gradkern.verify.tolerance's (docs/design.md §3): a result agrees with the float64
 reference when |x − ref| ≤ k·u·S elementwise, u the dtype's machine epsilon and S the
 error scale of the computation (|A|·|B| for a matmul, the magnitudes involved for
 elementwise steps).
@@ -42,7 +42,7 @@ def rng():
     return np.random.default_rng(1234)
 
 
-# the tolerance policy is gradkern.verify.tolerance's (DESIGN §5): one for the tests,
+# the tolerance policy is gradkern.verify.tolerance's (docs/design.md §3): one for the tests,
 # `gradkern check` and the benchmarks
 assert_close = tolerance.assert_close
 eps_of = tolerance.eps_of

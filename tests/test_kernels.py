@@ -1,4 +1,4 @@
-"""Every kernel of every backend against the float64 NumPy reference (DESIGN.md §5).
+"""Every kernel of every backend against the float64 NumPy reference (docs/design.md §3).
 
 The cases and their bounds are gradkern.verify.kernels' — the ones `gradkern check` runs —
 in their full (not --quick) form, one test per backend × dtype × kernel × case. The

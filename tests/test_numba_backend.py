@@ -3,7 +3,7 @@ with the same kernels, the optimizers match the NumPy reference bit for bit, the
 passes match the serial ones, and the backend reports itself and its absence clearly.
 
 The shared suites (test_kernels.py, test_drivers.py) check numba against the reference
-within DESIGN §5 tolerances; these tests are stricter where exactness is promised.
+within docs/design.md §3 tolerances; these tests are stricter where exactness is promised.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Bad input (DESIGN.md §6): a clear TypeError or ValueError, and the model untouched."""
+"""Bad input (docs/design.md §4): a clear TypeError or ValueError, and the model untouched."""
 
 from __future__ import annotations
 

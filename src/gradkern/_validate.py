@@ -1,4 +1,4 @@
-"""Input checks for every public entry point (DESIGN.md §6), run before any kernel."""
+"""Input checks for every public entry point (docs/design.md §4), run before any kernel."""
 
 from __future__ import annotations
 

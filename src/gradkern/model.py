@@ -269,7 +269,7 @@ class Sequential:
         return check_X(X, self.input_size, self.dtype, what)
 
     def check_data(self, X, y, what: str = "") -> tuple[np.ndarray, np.ndarray]:
-        """(X, y) as training reads them: checked (DESIGN §6) and converted to this model's
+        """(X, y) as training reads them: checked (docs/design.md §4) and converted to this model's
         dtype and layout; `what` is appended to the names in error messages ('_val')."""
         Xc = self._check_X(X, f"X{what}")
         yc = check_y(y, Xc.shape[0], self.loss, self.n_outputs, self.dtype, f"y{what}",

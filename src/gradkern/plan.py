@@ -163,7 +163,7 @@ class Plan:
                 if (v := self.params_of(i, flat))]
 
     def flops_per_step(self, batch: int) -> int:
-        """DESIGN §7: 6·B·Σ C·OC − 2·B·C0·OC0 (no input gradient for the first layer)."""
+        """docs/design.md §5: 6·B·Σ C·OC − 2·B·C0·OC0 (no input gradient for the first layer)."""
         dense = [L for L in self.layers if L.kind == Layer.DENSE]
         total = sum(6 * batch * L.n_in * L.n_out for L in dense)
         return total - 2 * batch * dense[0].n_in * dense[0].n_out

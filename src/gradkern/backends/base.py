@@ -1,6 +1,6 @@
 """The backend contract: one checked adapter in front of every engine.
 
-`Backend` declares every public kernel and driver method once (DESIGN.md §3) and
+`Backend` declares every public kernel and driver method once (docs/design.md §2) and
 validates its arguments here, for every backend, before anything is computed: dtypes,
 shapes, contiguity and writability of outputs, kind codes, optimizer state against the
 plan, train_epoch's perm / seeds / losses / gnorms arrays. Then it calls the engine's

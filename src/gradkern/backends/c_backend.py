@@ -434,7 +434,7 @@ class CBackend(Backend):
 
     def fma_peak(self, dtype="float32", threads: int = 1, seconds: float = 0.2) -> dict:
         """GFLOP/s of independent FMA chains in the ISA in use on `threads` threads: the
-        machine's arithmetic ceiling, measured in this run (DESIGN.md §7)."""
+        machine's arithmetic ceiling, measured in this run (docs/design.md §5)."""
         f = lib.gk_fma_loop_f32 if np.dtype(dtype) == np.float32 else lib.gk_fma_loop_f64
         threads = max(1, int(threads))
         f(10000, threads)  # warm-up: threads started, clocks up

@@ -5,7 +5,7 @@ Two checks, both on the exact configuration that is then timed:
 1. Kernel by kernel (gradkern backends): one `train_step` on fresh buffers, then every
    step of it is recomputed in float64 from the backend's *own* inputs, read back from the
    workspace (activations, their gradients, the gradients, the updated parameters), and
-   compared with the policy of gradkern.verify.tolerance (DESIGN.md §5):
+   compared with the policy of gradkern.verify.tolerance (docs/design.md §3):
    |x - ref| <= 16·u·S + 4·u·|ref|, S = |A| @ |B| the natural
    error scale of the matmul (u: the dtype's machine epsilon). Using the backend's own
    inputs keeps the bound per kernel, with no compounding over depth and no ReLU kink

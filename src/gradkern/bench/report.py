@@ -310,7 +310,7 @@ def write_markdown(results: dict, path: Path) -> None:
     L.append("")
     L.append("Network: depth d = d hidden layers, `x (B, w) -> [Dense(w->w), ReLU] × d -> "
              "Dense(w->10) -> softmax cross-entropy`, one step = forward, loss, backward and "
-             "SGD (lr 0.01). FLOPs per step (DESIGN §7): 6·B·Σ nᵢnᵢ₊₁ − 2·B·n₀n₁. Peers: "
+             "SGD (lr 0.01). FLOPs per step (docs/design.md §5): 6·B·Σ nᵢnᵢ₊₁ − 2·B·n₀n₁. Peers: "
              "`numpy-plain` is the training loop a NumPy user writes by hand; `torch` is "
              "nn.Sequential + CrossEntropyLoss + optim.SGD, eager, on the CPU.")
     L.append("")
@@ -349,7 +349,7 @@ def write_markdown(results: dict, path: Path) -> None:
         worst = max((c["check"].get("worst_kernel_ratio", 0.0) for c in kern), default=0.0)
         e2e = max((c["check"].get("grad_rel_err", 0.0) for c in checked), default=0.0)
         L.append(f"{len(checked) - len(failed)} of {len(checked)} runs agree. Kernel by kernel "
-                 f"(DESIGN §5, |x − ref| ≤ 16·u·S): {len(kern)} runs, worst error "
+                 f"(docs/design.md §3, |x − ref| ≤ 16·u·S): {len(kern)} runs, worst error "
                  f"{worst:.2f} of its bound. End to end against the NumPy backend in float64: "
                  f"worst relative gradient error {e2e:.2g}.")
         skipped = sorted({c["check"]["kernel_check"] for c in checked

@@ -60,7 +60,7 @@ def crossover_width(t0: float, rate: float, flops_of_width) -> float | None:
 
 
 def step_flops(depth: float, width: float, batch: int, n_out: int = 10) -> float:
-    """DESIGN §7 flops of the benchmark network, for a real-valued width."""
+    """docs/design.md §5 flops of the benchmark network, for a real-valued width."""
     sizes = [(width, width)] * depth + [(width, n_out)]
     total = sum(6 * batch * a * b for a, b in sizes)
     return total - 2 * batch * width * width
