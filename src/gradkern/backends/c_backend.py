@@ -53,7 +53,7 @@ import warnings
 
 import numpy as np
 
-from ..contract import Err, Isa, Loss
+from ..contract import Err, Isa, Loss, names
 from ..optim import Optimizer
 from ..plan import Buffers, Plan
 from .base import Backend, PerObject
@@ -104,9 +104,9 @@ if hasattr(os, "register_at_fork"):
 
 def _check_environment() -> None:
     """Warn about settings C would silently ignore (it never trusts them beyond that)."""
-    isa = os.environ.get("GRADKERN_ISA")
-    if isa and isa not in ("generic", "avx2", "avx512"):
-        warnings.warn(f"GRADKERN_ISA={isa!r} is not one of generic, avx2, avx512; ignored",
+    isa, known = os.environ.get("GRADKERN_ISA"), names(Isa)
+    if isa and isa not in known:
+        warnings.warn(f"GRADKERN_ISA={isa!r} is not one of {', '.join(known)}; ignored",
                       RuntimeWarning, stacklevel=3)
     par = os.environ.get("GRADKERN_PAR_MNK")
     if par:
