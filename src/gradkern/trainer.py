@@ -128,7 +128,8 @@ def fit(model, X, y, epochs: int = 10, batch_size: int = 32,
 
 def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
          optimizer: _optim.Optimizer | None = None, shuffle: bool = True,
-         validation_data=None, early_stopping: EarlyStopping | int | None = None,
+         validation_data=None, validation_split: float | None = None,
+         early_stopping: EarlyStopping | int | None = None,
          progress: bool = True, clip_norm: float | None = None,
          on_divergence: str = "raise", on_epoch=None, diagnostics: bool | int = False,
          checkpoint=None, checkpoint_every: int = 1, resume=None,
@@ -136,6 +137,8 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     """Train `model` on (X, y); see Sequential.fit.
 
     epochs: the total number of epochs (a resumed fit runs the ones still missing).
+    validation_split: a fraction f in (0, 1) of the rows held out from training and used
+    as validation data (instead of validation_data, not with it); see hold_out.
     early_stopping: an EarlyStopping, or an int patience on val_loss (loss without
     validation data). clip_norm: clip the global gradient norm per step.
     on_divergence: 'raise' stops with TrainingDiverged before a non-finite step is
@@ -166,6 +169,12 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
         raise TypeError(f"optimizer must be a gk.optim optimizer, got {optimizer!r}")
     Xc, yc = model.check_data(X, y)
     val = None
+    if validation_split is not None:
+        if validation_data is not None:
+            raise ValueError("pass validation_data or validation_split, not both")
+        train_rows, val_rows = hold_out(model, yc, validation_split)
+        val = Xc[val_rows], yc[val_rows]
+        Xc, yc = Xc[train_rows], yc[train_rows]
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
@@ -292,6 +301,51 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     if stopper is not None and stopper.restore_best and best[1] is not None:
         model.restore_snapshot(best[1])
     return history
+
+
+def hold_out(model, y: np.ndarray, fraction) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, validation rows) of fit's validation_split: sorted row indices.
+
+    Classification (cross_entropy labels, one binary_cross_entropy output) is stratified:
+    each class gives round(f * its rows) validation rows, and a fraction that would leave a
+    class without training rows or without validation rows is refused (ValueError naming
+    the class). Regression and multi-label targets hold out round(f * N) rows at random.
+    The rows are drawn from the model's generator (`model.rng`, seeded by the model's
+    `seed`) when fit starts, before a resume restores it: the same model, seed and data
+    hold out the same rows, and a resumed fit the rows of the run it continues. Drawing
+    advances the generator; a fit that applies no step puts it back. Nothing is drawn
+    before every check has passed.
+    """
+    if (isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating))
+            or not 0 < fraction < 1):
+        raise ValueError(f"validation_split must be a fraction in (0, 1), got {fraction!r}")
+    f = float(fraction)
+    n = y.shape[0]
+    labels = None
+    if model.loss == "cross_entropy":
+        labels = y
+    elif model.loss == "binary_cross_entropy" and model.n_outputs == 1:
+        labels = y[:, 0] if y.ndim == 2 else y
+    if labels is None:
+        k = math.floor(n * f + 0.5)
+        if not 0 < k < n:
+            raise ValueError(f"validation_split={f} of {n} rows leaves "
+                             f"{'no validation' if k == 0 else 'no training'} rows")
+        perm = model.rng.permutation(n)
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    classes, counts = np.unique(labels, return_counts=True)
+    takes = [math.floor(c * f + 0.5) for c in counts]
+    for c, count, k in zip(classes, counts, takes, strict=True):
+        if not 0 < k < count:
+            raise ValueError(
+                f"validation_split={f} leaves class {c.item()!r} ({count} rows) with no "
+                f"{'validation' if k == 0 else 'training'} rows (the split is stratified); "
+                "use another fraction or pass validation_data")
+    val = np.concatenate([model.rng.permutation(np.flatnonzero(labels == c))[:k]
+                          for c, k in zip(classes, takes, strict=True)])
+    mask = np.zeros(n, dtype=bool)
+    mask[val] = True
+    return np.flatnonzero(~mask), np.flatnonzero(mask)
 
 
 def _diagnostics_interval(diagnostics) -> int | None:
