@@ -5,7 +5,9 @@
     history = model.fit(X, y, epochs=20, batch_size=64, optimizer=gk.optim.Adam(lr=1e-3))
 """
 
-from . import backends, datasets, optim
+import sys as _sys
+
+from . import backends, datasets, lr_scheduler, optim
 from .checkpoint import CheckpointError
 from .errors import TrainingDiverged
 from .layers import (
@@ -25,6 +27,10 @@ from .model import MLP, Sequential, load, load_checkpoint
 from .plan import ACTIVATIONS, LOSSES, Buffers, Plan
 from .threads import get_threads, set_threads
 from .trainer import EarlyStopping, History
+
+# gk.optim.lr_scheduler, importable as gradkern.optim.lr_scheduler (optim is a module)
+optim.lr_scheduler = lr_scheduler
+_sys.modules[__name__ + ".optim.lr_scheduler"] = lr_scheduler
 
 __version__ = "0.1.0"
 
