@@ -2,7 +2,8 @@
 
 A file holds the model's named tensors (as `named_parameters`), optionally the
 optimizer state ("optim.*") and the training position, plus string metadata: the
-format, its version and the model config as JSON.
+format, its version and the model config as JSON, and optionally the preprocessing the
+model was trained with (`check_preprocessing`; written by `gradkern train`).
 
 Reading trusts nothing it reads. The header is checked first: its length, UTF-8 JSON,
 a dict of well-formed entries whose byte ranges are disjoint and tile the data section
@@ -36,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from .contract import OPT_NONNEGATIVE, OPT_SLOTS, OPT_STATE
 
 FORMAT = "gradkern"
 VERSION = "1"
@@ -159,10 +162,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
     remove_stale_temps(path)
 
 
-def save_model(model, path, optimizer=None, training: dict | None = None) -> None:
-    """Write the model (and optionally optimizer state and training position)."""
+def save_model(model, path, optimizer=None, training: dict | None = None,
+               preprocessing: dict | None = None, extra_tensors: dict | None = None) -> None:
+    """Write the model (and optionally optimizer state and training position, and the
+    preprocessing of its inputs and outputs: see check_preprocessing)."""
     from safetensors.numpy import save
 
+    if preprocessing is not None:  # checked before anything is written
+        preprocessing = check_preprocessing(f"{path}: preprocessing", preprocessing,
+                                            model.input_size, model.n_outputs, model.loss,
+                                            error=ValueError)
     tensors = {k: np.ascontiguousarray(v) for k, v in model.named_parameters().items()}
     meta = {"format": FORMAT, "version": VERSION, "model": json.dumps(model.config())}
     if optimizer is not None:
@@ -171,7 +180,90 @@ def save_model(model, path, optimizer=None, training: dict | None = None) -> Non
             tensors[f"optim.{k}"] = np.ascontiguousarray(v)
     if training is not None:
         meta["training"] = json.dumps(training)
+    for k, v in (extra_tensors or {}).items():
+        tensors[k] = np.ascontiguousarray(v)
+    if preprocessing is not None:
+        meta[PREPROCESSING] = json.dumps(preprocessing)
     _atomic_write(Path(path), save(tensors, metadata=meta))
+
+
+# ------------------------------------------------------------------ preprocessing
+PREPROCESSING = "preprocessing"  # the metadata key
+_PRE_KEYS = {"classification": {"task", "features", "target", "x_mean", "x_scale", "classes"},
+             "regression": {"task", "features", "target", "x_mean", "x_scale", "y_mean",
+                            "y_scale"}}
+
+
+def _numbers(where, v, n: int, positive: bool, error) -> list[float]:
+    if not (isinstance(v, list) and len(v) == n
+            and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)):
+        raise error(f"{where} is not a list of {n} numbers: {_short(v)}")
+    try:
+        out = [float(x) for x in v]
+    except OverflowError:
+        raise error(f"{where} holds a value that is not finite") from None
+    if not all(math.isfinite(x) and (x > 0 or not positive) for x in out):
+        raise error(f"{where} holds a value that is not {'positive and ' * positive}finite")
+    return out
+
+
+def check_preprocessing(where, pre, n_in: int, n_out: int, loss: str,
+                        error=CheckpointError) -> dict:
+    """The preprocessing a model was trained with, every field checked against it.
+
+    {"task": "classification" | "regression", "features": the input columns' names (n_in
+    strings, or [] when unnamed), "target": its column name or None, "x_mean", "x_scale":
+    n_in numbers (inputs are (raw - x_mean) / x_scale, scales positive), and "classes":
+    the original labels (all strings or all integers, distinct; label i of the network is
+    classes[i]) or "y_mean", "y_scale": one number per output (predictions in original
+    units are out * y_scale + y_mean)}. Anything else is `error` (CheckpointError).
+    """
+    if not isinstance(pre, dict):
+        raise error(f"{where} is {type(pre).__name__}, not an object")
+    task = pre.get("task")
+    if task not in _PRE_KEYS:
+        raise error(f"{where}: task {_short(task)} is not 'classification' or 'regression'")
+    classifier = loss in ("cross_entropy", "binary_cross_entropy")
+    if classifier != (task == "classification"):
+        raise error(f"{where} describes a {task} task; the model's loss is {loss}")
+    if set(pre) != _PRE_KEYS[task]:
+        missing, extra = sorted(_PRE_KEYS[task] - set(pre)), sorted(set(pre) - _PRE_KEYS[task])
+        raise error(f"{where} is malformed: missing {missing}, unexpected {_short(extra)}")
+    feats = pre["features"]
+    if not (isinstance(feats, list) and all(isinstance(f, str) for f in feats)
+            and len(feats) in (0, n_in) and len(set(feats)) == len(feats)):
+        raise error(f"{where}: features is not a list of {n_in} distinct names: "
+                    f"{_short(feats)}")
+    if not (pre["target"] is None or isinstance(pre["target"], str)):
+        raise error(f"{where}: target {_short(pre['target'])} is not a name")
+    out = {"task": task, "features": list(feats), "target": pre["target"],
+           "x_mean": _numbers(f"{where}: x_mean", pre["x_mean"], n_in, False, error),
+           "x_scale": _numbers(f"{where}: x_scale", pre["x_scale"], n_in, True, error)}
+    if task == "classification":
+        classes = pre["classes"]
+        k = 2 if loss == "binary_cross_entropy" and n_out == 1 else n_out
+        kinds = {str if isinstance(c, str) else int if _is_int(c) else None
+                 for c in classes} if isinstance(classes, list) else {None}
+        if not (isinstance(classes, list) and len(classes) == k and len(kinds) == 1
+                and None not in kinds and len(set(classes)) == k):
+            raise error(f"{where}: classes is not a list of {k} distinct labels (all strings "
+                        f"or all integers): {_short(classes)}")
+        out["classes"] = list(classes)
+    else:
+        out["y_mean"] = _numbers(f"{where}: y_mean", pre["y_mean"], n_out, False, error)
+        out["y_scale"] = _numbers(f"{where}: y_scale", pre["y_scale"], n_out, True, error)
+    return out
+
+
+def read_preprocessing(path, model) -> dict | None:
+    """The checked preprocessing saved with `model` in `path`, or None if it has none (a
+    checkpoint written without it: inputs are used as they are, labels are 0..K-1)."""
+    _, meta, _ = read_header(path)
+    if PREPROCESSING not in meta:
+        return None
+    pre = _parse_json(path, meta[PREPROCESSING], "preprocessing")
+    return check_preprocessing(f"{path}: preprocessing", pre, model.input_size,
+                               model.n_outputs, model.loss)
 
 
 # ------------------------------------------------------------------ reading the header
@@ -409,11 +501,9 @@ def _build(build, cfg: dict, path):
 def expected_tensors(model, optimizer=None) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     out = {k: (v.shape, v.dtype) for k, v in model.named_parameters().items()}
     if optimizer is not None:
-        n = model.plan.n_params
-        out["optim.buf1"] = ((n,), model.dtype)
+        for name, size in optimizer.state_sizes(model.plan.n_params).items():
+            out[f"optim.{name}"] = ((size,), model.dtype)
         out["optim.step"] = ((1,), np.dtype(np.int64))
-        if "buf2" in optimizer.state_arrays() or type(optimizer).__name__ in ("Adam", "AdamW"):
-            out["optim.buf2"] = ((n,), model.dtype)
     return out
 
 
@@ -459,19 +549,22 @@ def _check_model_values(path, tensors: dict, names) -> None:
             raise CheckpointError(f"{path}: tensor {k!r} (a variance) has negative entries")
 
 
-def _check_optimizer_values(path, tensors: dict, step: int | None = None) -> None:
-    """Finite momentum / first moments; finite, non-negative second moments; a sane step."""
-    if "optim.buf1" in tensors and not np.isfinite(tensors["optim.buf1"]).all():
-        raise CheckpointError(f"{path}: optimizer state 'optim.buf1' (momentum buffer or "
-                              "Adam first moment) contains NaN or inf")
-    if "optim.buf2" in tensors:
-        v = tensors["optim.buf2"]
+def _check_optimizer_values(path, tensors: dict, step: int | None = None,
+                            kind: int | None = None) -> None:
+    """Finite state (momentum, moments, averages, sums: contract.OPT_STATE of `kind`);
+    the sums and averages of squares not negative; a sane step."""
+    meaning = dict(zip(OPT_SLOTS, OPT_STATE.get(kind, ())))
+    for slot in OPT_SLOTS:
+        v = tensors.get(f"optim.{slot}")
+        if v is None:
+            continue
+        what = meaning.get(slot, "optimizer state")
         if not np.isfinite(v).all():
-            raise CheckpointError(f"{path}: optimizer state 'optim.buf2' (Adam second "
-                                  "moment) contains NaN or inf")
-        if (v < 0).any():
-            raise CheckpointError(f"{path}: optimizer state 'optim.buf2' (Adam second "
-                                  "moment) has negative entries")
+            raise CheckpointError(f"{path}: optimizer state 'optim.{slot}' ({what}) contains "
+                                  "NaN or inf")
+        if what in OPT_NONNEGATIVE and (v < 0).any():
+            raise CheckpointError(f"{path}: optimizer state 'optim.{slot}' ({what}) has "
+                                  "negative entries")
     if "optim.step" in tensors:
         s = int(tensors["optim.step"][0])
         if s < 0:
@@ -529,7 +622,7 @@ def _check_training(path, training, rng_like: np.random.Generator | None) -> tup
     if not isinstance(training, dict):
         raise CheckpointError(f"{path}: training state is {type(training).__name__}, "
                               "not an object")
-    keys = {"epoch", "step", "rng", "history"}
+    keys = {"epoch", "step", "rng", "history"} | ({"extra"} & set(training))
     if set(training) != keys:
         missing, extra = sorted(keys - set(training)), sorted(set(training) - keys)
         raise CheckpointError(f"{path}: training state is malformed: missing {missing}, "
@@ -604,12 +697,14 @@ def load_checkpoint(path, build, with_optimizer: bool = False, with_training: bo
     expected = expected_tensors(model, optimizer)
     if not with_optimizer or optimizer is None:
         header = {k: v for k, v in header.items() if not k.startswith("optim.")}
+    header = {k: v for k, v in header.items() if not k.startswith("callbacks.")}
     _check_against(path, header, expected)
     tensors = _read_tensors(path, header, start)
     params = model.named_parameters()
     _check_model_values(path, tensors, params)
     if optimizer is not None:
-        _check_optimizer_values(path, tensors, None if training is None else training["step"])
+        _check_optimizer_values(path, tensors, None if training is None else training["step"],
+                                optimizer.kind)
     for k, v in params.items():
         v[...] = tensors[k]
     if optimizer is not None:
@@ -620,14 +715,19 @@ def load_checkpoint(path, build, with_optimizer: bool = False, with_training: bo
 
 
 # ------------------------------------------------------------- resumable training
-def save_training(model, optimizer, path, epoch: int, history: dict) -> None:
-    """A checkpoint fit can resume from: model, optimizer state, data order, position."""
+def save_training(model, optimizer, path, epoch: int, history: dict, extra=None) -> None:
+    """A checkpoint fit can resume from: model, optimizer state, data order, position.
+    extra (the trainer's _TrainState): the scheduler's and callbacks' positions, as
+    training['extra'] and tensors 'callbacks.*'."""
     training = {"epoch": int(epoch), "step": int(optimizer.step[0]),
                 "rng": model.rng.bit_generator.state, "history": history}
-    save_model(model, path, optimizer=optimizer, training=training)
+    arrays = None
+    if extra is not None:
+        training["extra"], arrays = extra.save()
+    save_model(model, path, optimizer=optimizer, training=training, extra_tensors=arrays)
 
 
-def restore_training(model, optimizer, path) -> tuple[int, dict]:
+def restore_training(model, optimizer, path, extra=None) -> tuple[int, dict]:
     """Load a training checkpoint into this model and optimizer; (epochs done, history).
 
     The file must declare this model's architecture and an optimizer of the same kind.
@@ -635,6 +735,8 @@ def restore_training(model, optimizer, path) -> tuple[int, dict]:
     (`_check_training`), every tensor's values — and nothing on the model or the
     optimizer changes unless all of it checks out. A checkpoint whose epoch is at or
     beyond the epochs fit asks for resumes to that state and trains no further epoch.
+    extra (the trainer's _TrainState): checks the saved scheduler and callback positions
+    with the rest (`expected`, `check`), and loads them last (`load`).
     """
     header, meta, start = read_header(path)
     for key in ("model", "optimizer", "training"):
@@ -658,15 +760,31 @@ def restore_training(model, optimizer, path) -> tuple[int, dict]:
     key = (model.plan.n_params, np.dtype(model.dtype))
     optimizer.check_bindable(*key)  # what bind would refuse, before anything moves
     expected = expected_tensors(model, optimizer)
+    saved_extra = training.get("extra")
+    if extra is not None:
+        try:
+            expected.update(extra.expected(saved_extra))
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{path}: {_short(str(exc), 300)}") from None
+    else:
+        header = {k: v for k, v in header.items() if not k.startswith("callbacks.")}
     _check_against(path, header, expected)
     tensors = _read_tensors(path, header, start)
     params = model.named_parameters()
     _check_model_values(path, tensors, params)
-    _check_optimizer_values(path, tensors, step)
+    _check_optimizer_values(path, tensors, step, optimizer.kind)
+    extra_tensors = {k: v for k, v in tensors.items() if k.startswith("callbacks.")}
+    if extra is not None:
+        try:
+            extra.check(saved_extra, extra_tensors)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"{path}: {_short(str(exc), 300)}") from None
     # everything checked: now set it
     optimizer.bind(*key)
     for k, v in params.items():
         v[...] = tensors[k]
     optimizer.load_state_arrays({k[6:]: v for k, v in tensors.items() if k.startswith("optim.")})
     model.rng.bit_generator.state = rng_state
+    if extra is not None:
+        extra.load(saved_extra, extra_tensors)
     return epoch, history

@@ -143,7 +143,8 @@ def check_training_memory(sizes: list[int], dtype: str, optimizer: str, momentum
     """Refuse a model whose training buffers cannot fit: parameters, gradients, optimizer
     state and one batch of activations and their gradients (a lower bound)."""
     n_params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-    states = 2 if optimizer in ("adam", "adamw") else (1 if momentum else 0)
+    # state buffers of the parameters' size (SGD allocates its momentum buffer anyway)
+    states = {"adam": 2, "adamw": 2, "rmsprop": 2 if momentum else 1}.get(optimizer, 1)
     item = np.dtype(dtype).itemsize
     need = n_params * item * (2 + states) + 2 * max(1, batch) * sum(sizes) * item
     avail = _memory_available()
@@ -180,16 +181,23 @@ def _build_parser_train(sub) -> None:
     p.add_argument("--data", default="digits",
                    help="digits, breast_cancer, wine, iris, diabetes, regression, spirals, "
                         "or a path to a .csv/.npz (default: digits)")
-    p.add_argument("--target", default=None, help="target column of a .csv (default: last)")
+    p.add_argument("--target", default=None, help="target column of a .csv (default: last), "
+                   "or the .npy of y with --data X.npy")
+    p.add_argument("--mmap", action="store_true",
+                   help="memory-map an uncompressed .npz (an .npy always is) and stream it: "
+                        "rows used as stored, the last 20%% held out for the test figures")
     p.add_argument("--hidden", type=int_list, default=(256, 128),
                    help="hidden layer sizes, comma-separated (default 256,128)")
     p.add_argument("--activation", default="relu")
     p.add_argument("--loss", default=None, help="default: inferred from the task")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--optimizer", default="adam", choices=["sgd", "adam", "adamw"])
-    p.add_argument("--lr", type=float, default=None, help="default: 1e-3 (Adam), 0.05 (SGD)")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--optimizer", default="adam",
+                   choices=["sgd", "adam", "adamw", "rmsprop", "adagrad"])
+    p.add_argument("--lr", type=float, default=None,
+                   help="default: 1e-3 (Adam, AdamW), 0.05 (SGD), 0.01 (RMSprop, Adagrad)")
+    p.add_argument("--momentum", type=float, default=None,
+                   help="SGD momentum (default 0.9), or RMSprop's (default 0)")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--batchnorm", action="store_true")
     p.add_argument("--dropout", type=float, default=0.0)
@@ -197,7 +205,12 @@ def _build_parser_train(sub) -> None:
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--patience", type=int, default=None, help="early stopping patience")
+    p.add_argument("--patience", type=int, default=None,
+                   help="early stopping patience, on the validation split's loss")
+    p.add_argument("--validation-split", type=float, default=None, metavar="F",
+                   help="hold out this fraction of the TRAINING rows (stratified) as "
+                        "validation data; default 0.1 with --patience, else none. The test "
+                        "split is only used for the final test figures")
     p.add_argument("--save", default=None, help="write the trained model to this path")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
     p.set_defaults(func=cmd_train)
@@ -207,8 +220,14 @@ def _make_optimizer(name: str, lr: float | None, momentum: float, weight_decay: 
     import gradkern as gk
 
     if name == "sgd":
-        return gk.optim.SGD(lr=lr if lr is not None else 0.05, momentum=momentum,
+        return gk.optim.SGD(lr=lr if lr is not None else 0.05,
+                            momentum=0.9 if momentum is None else momentum,
                             weight_decay=weight_decay)
+    if name == "rmsprop":
+        return gk.optim.RMSprop(lr=lr if lr is not None else 0.01,
+                                momentum=momentum or 0.0, weight_decay=weight_decay)
+    if name == "adagrad":
+        return gk.optim.Adagrad(lr=lr if lr is not None else 0.01, weight_decay=weight_decay)
     cls = gk.optim.Adam if name == "adam" else gk.optim.AdamW
     return cls(lr=lr if lr is not None else 1e-3, weight_decay=weight_decay)
 
@@ -220,11 +239,28 @@ def cmd_train(args) -> int:
         writable_file(args.save, "--save")
     if args.threads:
         gk.set_threads(args.threads)
-    data = (gk.datasets.load_file(args.data, target=args.target, seed=args.seed)
-            if args.target is not None else gk.datasets.load(args.data, seed=args.seed))
+    if args.data.endswith(".npy") or (args.mmap and args.data.endswith(".npz")):
+        data = gk.datasets.open_mapped(args.data, target=args.target)  # streamed from disk
+    elif args.mmap:
+        raise ValueError(f"--mmap reads an .npy (with --target y.npy) or an uncompressed "
+                         f".npz, not {args.data}")
+    else:
+        data = (gk.datasets.load_file(args.data, target=args.target, seed=args.seed)
+                if args.target is not None else gk.datasets.load(args.data, seed=args.seed))
     hidden = list(args.hidden)
     loss = args.loss or data.loss
     sizes = [data.n_features, *hidden, data.n_outputs]
+    split = args.validation_split
+    if split is None and args.patience is not None:
+        split = 0.1
+    if split is not None and not 0 < split < 1:
+        raise ValueError(f"--validation-split must be a fraction in (0, 1), got {split}")
+    preprocessing = None
+    if args.save:  # what predict needs to read raw rows, checked before the work
+        from .checkpoint import check_preprocessing
+
+        preprocessing = check_preprocessing("the data's preprocessing", data.preprocessing(),
+                                            sizes[0], sizes[-1], loss, error=ValueError)
     check_training_memory(sizes, args.dtype, args.optimizer, args.momentum,
                           min(args.batch_size, len(data.X_train)))
     model = gk.MLP(sizes, activation=args.activation,
@@ -232,6 +268,11 @@ def cmd_train(args) -> int:
                    batchnorm=args.batchnorm, dropout=args.dropout)
     opt = _make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
     print(f"data: {data}\nmodel: {model}\noptimizer: {opt!r}")
+    if split is not None:
+        what = (f"early stopping (patience {args.patience}) on val_loss of"
+                if args.patience is not None else "validation figures on")
+        print(f"{what} a {split:g} split of the training rows (stratified for classes); "
+              f"the {len(data.X_test)} test rows are used only for the test figures at the end")
     def show(epoch: int, figures: dict) -> None:
         line = "  ".join(f"{k} {v:.4f}" for k, v in figures.items())
         print(f"epoch {epoch:3d}/{args.epochs}  {line}", flush=True)
@@ -242,7 +283,7 @@ def cmd_train(args) -> int:
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
         history = model.fit(data.X_train, data.y_train, epochs=args.epochs,
                             batch_size=args.batch_size, optimizer=opt,
-                            validation_data=(data.X_test, data.y_test),
+                            validation_split=split,
                             early_stopping=args.patience, progress=False,
                             on_epoch=None if args.quiet else show)
     if history.stopped_early:
@@ -251,10 +292,81 @@ def cmd_train(args) -> int:
     result = model.evaluate(data.X_test, data.y_test)
     figures = ", ".join(f"{k} {v:.4f}" for k, v in result.items())
     print(f"\ntest: {figures}   ({history.epochs_run} epochs, {seconds:.2f} s, "
-          f"backend {model.backend_name})")
+          f"backend {model.backend_name}; {len(data.X_test)} test rows, never trained or "
+          "tuned on)")
     if args.save:
-        model.save(args.save)
-        print(f"saved to {args.save}")
+        model.save(args.save, preprocessing=preprocessing)
+        print(f"saved to {args.save} (with its preprocessing: gradkern predict --model "
+              f"{args.save} --data FILE)")
+    return 0
+
+
+# ---------------------------------------------------------------------- predict
+def _build_parser_predict(sub) -> None:
+    p = sub.add_parser("predict", help="predict with a saved model on raw rows of a .csv/.npy")
+    p.add_argument("--model", required=True, help="a checkpoint written by train --save")
+    p.add_argument("--data", required=True,
+                   help="a .csv with the model's input columns by name (its target column, "
+                        "if present, is ignored) or a .npy array (rows, features)")
+    p.add_argument("--out", default=None, help="write the predictions here (default: stdout)")
+    p.add_argument("--proba", action="store_true",
+                   help="class probabilities, one column per class label")
+    p.add_argument("--backend", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+
+def _cell(v) -> str:
+    return repr(float(v)) if isinstance(v, (float, np.floating)) else str(v)
+
+
+def cmd_predict(args) -> int:
+    import csv
+
+    import gradkern as gk
+    from gradkern.model import load_preprocessing
+
+    if args.out:
+        writable_file(args.out, "--out")
+    model = gk.load(args.model, backend=args.backend)
+    pre = load_preprocessing(args.model, model)
+    if args.proba and not model.is_classifier:
+        raise ValueError(f"--proba needs a classifier; {args.model} is a regression model "
+                         f"(loss {model.loss})")
+    if pre is None:
+        print(f"gradkern: note: {args.model} holds no preprocessing (a checkpoint not written "
+              "by gradkern train): the inputs are used as they are, classes are numbered "
+              "0..K-1", file=sys.stderr, flush=True)
+        X = gk.datasets.read_rows(args.data, model.input_size)
+    else:
+        X = gk.datasets.read_rows(args.data, model.input_size, pre["features"], pre["target"])
+        X = (X - np.asarray(pre["x_mean"])) / np.asarray(pre["x_scale"])
+    name = (pre or {}).get("target") or "prediction"
+    if model.is_classifier:
+        classes = pre["classes"] if pre else list(range(max(2, model.n_outputs)))
+        if args.proba:
+            header, rows = [str(c) for c in classes], model.predict_proba(X).tolist()
+        else:
+            pred = model.predict(X)
+            if pred.ndim == 1:
+                header, rows = [name], [[classes[i]] for i in pred]
+            else:  # one 0/1 column per label
+                header, rows = [str(c) for c in classes], pred.tolist()
+    else:
+        raw = model.predict_raw(X).astype(np.float64)
+        if pre:
+            raw = raw * np.asarray(pre["y_scale"]) + np.asarray(pre["y_mean"])
+        header = [name] if raw.shape[1] == 1 else [f"{name}_{k}" for k in range(raw.shape[1])]
+        rows = raw.tolist()
+    if args.out:
+        with open(args.out, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(header)
+            w.writerows([_cell(v) for v in r] for r in rows)
+        print(f"{len(rows)} predictions written to {args.out}", file=sys.stderr)
+    else:
+        w = csv.writer(sys.stdout, lineterminator="\n")
+        w.writerow(header)
+        w.writerows([_cell(v) for v in r] for r in rows)
     return 0
 
 
@@ -348,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     _build_parser_train(sub)
+    _build_parser_predict(sub)
 
     p = sub.add_parser("backends", help="list backends, their availability or the reason")
     p.set_defaults(func=cmd_backends)

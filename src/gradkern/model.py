@@ -17,6 +17,7 @@ from . import backends as _backends
 from . import checkpoint as _checkpoint
 from . import layers as _layers
 from . import optim as _optim
+from . import stream as _stream
 from . import trainer as _trainer
 from ._validate import check_int, check_sizes, check_X, check_y
 from .contract import Layer as LayerKind
@@ -268,9 +269,17 @@ class Sequential:
     def _check_X(self, X, what: str = "X") -> np.ndarray:
         return check_X(X, self.input_size, self.dtype, what)
 
-    def check_data(self, X, y, what: str = "") -> tuple[np.ndarray, np.ndarray]:
+    def check_data(self, X, y, what: str = "", stream: bool = False):
         """(X, y) as training reads them: checked (docs/design.md §4) and converted to this model's
-        dtype and layout; `what` is appended to the names in error messages ('_val')."""
+        dtype and layout; `what` is appended to the names in error messages ('_val').
+        stream=True: a memory-mapped X or y is checked block by block and returned as a
+        gradkern.stream.Stream (read in converted blocks), never copied whole."""
+        if stream and (_stream.is_mapped(X) or _stream.is_mapped(y)):
+            Xs = (_stream.stream_X(X, self.input_size, self.dtype, f"X{what}")
+                  if _stream.is_mapped(X) else self._check_X(X, f"X{what}"))
+            ys = _stream.stream_y(y, Xs.shape[0], self.loss, self.n_outputs, self.dtype,
+                                  f"y{what}", x_shape=np.shape(X))
+            return Xs, ys
         Xc = self._check_X(X, f"X{what}")
         yc = check_y(y, Xc.shape[0], self.loss, self.n_outputs, self.dtype, f"y{what}",
                      x_shape=np.shape(X))
@@ -304,6 +313,8 @@ class Sequential:
 
     def predict_raw(self, X) -> np.ndarray:
         """The network's outputs (N, K) in inference mode: logits for classifiers."""
+        if _stream.is_mapped(X):  # checked and read block by block, never copied whole
+            return self._forward_chunks(_stream.stream_X(X, self.input_size, self.dtype))
         return self._forward_chunks(self._check_X(X))
 
     def predict(self, X) -> np.ndarray:
@@ -331,8 +342,9 @@ class Sequential:
         return p.astype(self.dtype)
 
     def evaluate(self, X, y) -> dict[str, float]:
-        """Mean loss in inference mode, plus accuracy for classifiers (R² for mse)."""
-        Xc, yc = self._check_Xy(X, y)
+        """Mean loss in inference mode, plus accuracy for classifiers (R² for mse).
+        Memory-mapped X / y are read block by block."""
+        Xc, yc = self.check_data(X, y, stream=True)
         return self.evaluate_checked(Xc, yc)
 
     def evaluate_checked(self, X: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -340,22 +352,27 @@ class Sequential:
         chunk = min(PREDICT_CHUNK, X.shape[0])
         bufs = self._inference_buffers(chunk)
         last = len(self.plan.layers) - 1
-        total, raw = 0.0, np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+        # figures accumulated chunk by chunk: nothing of N rows is held (X, y may be Streams)
+        total, hits, ss_res = 0.0, 0, 0.0
         for start in range(0, X.shape[0], chunk):
             xs, ys = X[start : start + chunk], y[start : start + chunk]
             pred = self.backend.forward(self.plan, bufs, xs)
-            raw[start : start + xs.shape[0]] = pred
+            if self.loss == "cross_entropy":
+                hits += int(np.count_nonzero(pred.argmax(axis=1) == ys))
+            elif self.loss == "binary_cross_entropy":
+                hits += int(np.count_nonzero((pred > 0) == (ys > 0.5)))
+            else:
+                ss_res += float(np.sum((pred.astype(np.float64) - ys) ** 2))
             dpred = bufs.dout(last, xs.shape[0])
             total += xs.shape[0] * self.backend.loss_forward_backward(
                 self.plan.loss_code, dpred, pred, ys)
         result = {"loss": total / X.shape[0]}
         if self.loss == "cross_entropy":
-            result["accuracy"] = float(np.mean(raw.argmax(axis=1) == y))
+            result["accuracy"] = hits / X.shape[0]
         elif self.loss == "binary_cross_entropy":
-            result["accuracy"] = float(np.mean((raw > 0) == (y > 0.5)))
+            result["accuracy"] = hits / (X.shape[0] * self.n_outputs)
         else:
-            ss_res = float(np.sum((raw.astype(np.float64) - y) ** 2))
-            ss_tot = float(np.sum((y - y.mean(axis=0)) ** 2))
+            ss_tot = _stream.total_sum_squares(y)
             result["r2"] = 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
         return result
 
@@ -423,9 +440,11 @@ class Sequential:
                    **kwargs)
 
     # -------------------------------------------------------------- persistence
-    def save(self, path) -> None:
-        """Write weights and architecture to a safetensors file, atomically."""
-        _checkpoint.save_model(self, path)
+    def save(self, path, preprocessing: dict | None = None) -> None:
+        """Write weights and architecture to a safetensors file, atomically; with
+        `preprocessing` (gradkern.checkpoint.check_preprocessing: standardization, class
+        labels, target scaling) in its metadata, read back by `load_preprocessing`."""
+        _checkpoint.save_model(self, path, preprocessing=preprocessing)
 
     def state_snapshot(self) -> tuple[np.ndarray, np.ndarray, dict]:
         return self.bufs.params.copy(), self.bufs.state.copy(), self._rng.bit_generator.state
@@ -500,6 +519,12 @@ def load(path, backend: str = "auto") -> Sequential:
     return model
 
 
+def load_preprocessing(path, model: Sequential) -> dict | None:
+    """The preprocessing saved with `model` (as `load(path)` returned it) in `path`, checked
+    against the model, or None for a checkpoint written without it."""
+    return _checkpoint.read_preprocessing(path, model)
+
+
 def load_checkpoint(path, backend: str = "auto", with_optimizer: bool = False):
     """(model, optimizer or None, training dict or None) of a checkpoint, all checked first."""
     _backends.get(backend)
@@ -508,4 +533,4 @@ def load_checkpoint(path, backend: str = "auto", with_optimizer: bool = False):
 
 
 __all__ = ["INITS", "MLP", "Sequential", "TrainingDiverged", "from_config", "load",
-           "load_checkpoint"]
+           "load_checkpoint", "load_preprocessing"]
