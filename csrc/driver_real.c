@@ -11,7 +11,8 @@
 int F(gk_model_check)(const gk_model *m)
 {
     if (m->n_layers < 1 || m->capacity < 1) return GK_ERR_PLAN;
-    if (m->loss < 0 || m->loss > GK_BINARY_CROSS_ENTROPY) return GK_ERR_PLAN;
+    if (m->loss < 0 || m->loss >= GK_N_LOSSES) return GK_ERR_PLAN;
+    if (!(m->delta > 0) || !isfinite(m->delta)) return GK_ERR_PLAN;
     if (!m->ops || !m->fargs || !m->out_off || !m->cache_off) return GK_ERR_PLAN;
     for (int64_t i = 0; i < m->n_layers; i++) {
         int64_t kind = OPS(m, i, GK_K_KIND), nin = OPS(m, i, GK_K_IN);
@@ -179,8 +180,8 @@ static int F(backward_rows)(const gk_model *m, const REAL *x, int64_t rows)
 }
 
 static int F(gradients_rows)(const gk_model *m, double *loss, const REAL *x,
-                             const REAL *target, const int64_t *labels, int64_t rows,
-                             uint64_t seed)
+                             const REAL *target, const int64_t *labels, const REAL *weight,
+                             int64_t rows, uint64_t seed)
 {
     int64_t last = m->n_layers - 1, K = OPS(m, last, GK_K_OUT);
     if (m->loss == GK_CROSS_ENTROPY) {
@@ -193,7 +194,8 @@ static int F(gradients_rows)(const gk_model *m, double *loss, const REAL *x,
     int rc = F(forward_rows)(m, x, rows, 1, seed);
     if (rc != GK_OK) return rc;
     rc = F(gk_loss_forward_backward)(m->loss, F(layer_dout)(m, last), loss,
-                                     F(layer_out)(m, last), target, labels, rows, K);
+                                     F(layer_out)(m, last), target, labels, weight, rows, K,
+                                     m->delta);
     if (rc != GK_OK) return rc;
     return F(backward_rows)(m, x, rows);
 }
@@ -210,21 +212,32 @@ static int F(commit)(const gk_model *m, const gk_optim *o, int64_t rows)
                                        c, c + n, rows, FARG(m, i, GK_F_MOMENTUM), n);
     }
     o->step[0] += 1;
-    if (o->kind == GK_SGD)
-        return F(gk_sgd_update)((REAL *)m->params, (REAL *)o->buf1, (const REAL *)m->grads,
-                                o->hyper, o->step[0], m->n_params);
-    return F(gk_adam_update)((REAL *)m->params, (REAL *)o->buf1, (REAL *)o->buf2,
-                             (const REAL *)m->grads, o->hyper, o->step[0], m->n_params);
+    REAL *p = (REAL *)m->params, *b1 = (REAL *)o->buf1, *b2 = (REAL *)o->buf2;
+    const REAL *g = (const REAL *)m->grads;
+    switch (o->kind) {
+    case GK_SGD: return F(gk_sgd_update)(p, b1, g, o->hyper, o->step[0], m->n_params);
+    case GK_ADAM: return F(gk_adam_update)(p, b1, b2, g, o->hyper, o->step[0], m->n_params);
+    case GK_RMSPROP:
+        return F(gk_rmsprop_update)(p, b1, b2, (REAL *)o->buf3, g, o->hyper, o->step[0],
+                                    m->n_params);
+    case GK_ADAGRAD: return F(gk_adagrad_update)(p, b1, g, o->hyper, o->step[0], m->n_params);
+    default: return GK_ERR_KIND;
+    }
 }
 
 static int F(step_rows)(const gk_model *m, const gk_optim *o, double *loss, double *gnorm,
-                        const REAL *x, const REAL *target, const int64_t *labels, int64_t rows,
-                        uint64_t seed, double clip_norm)
+                        const REAL *x, const REAL *target, const int64_t *labels,
+                        const REAL *weight, int64_t rows, uint64_t seed, double clip_norm)
 {
-    int rc = F(gradients_rows)(m, loss, x, target, labels, rows, seed);
+    int rc = F(gradients_rows)(m, loss, x, target, labels, weight, rows, seed);
     if (rc != GK_OK) return rc;
     *gnorm = sqrt(F(gk_sum_squares)((const REAL *)m->grads, m->n_params));
     if (!(isfinite(*loss) && isfinite(*gnorm))) return GK_OK;  /* rejected: nothing changes */
+    if (weight) {  /* weights summing to 0: nothing to learn, no update */
+        double wsum = 0;
+        for (int64_t r = 0; r < rows; r++) wsum += (double)weight[r];
+        if (!(wsum > 0)) return GK_OK;
+    }
     if (clip_norm > 0 && *gnorm > clip_norm)  /* torch.nn.utils.clip_grad_norm_ */
         F(gk_scale)((REAL *)m->grads, clip_norm / (*gnorm + 1e-6), m->n_params);
     return F(commit)(m, o, rows);
@@ -239,8 +252,11 @@ static int F(check_call)(const gk_model *m, int64_t rows)
 static int F(check_optim)(const gk_model *m, const gk_optim *o)
 {
     if (!o || !o->hyper || !o->step || !o->buf1) return GK_ERR_SHAPE;
+    if (o->kind < 0 || o->kind >= GK_N_OPTS) return GK_ERR_KIND;
     if (o->kind == GK_ADAM && !o->buf2) return GK_ERR_SHAPE;
-    if (o->kind != GK_SGD && o->kind != GK_ADAM) return GK_ERR_KIND;
+    if (o->kind == GK_RMSPROP && ((o->hyper[GK_H_MOMENTUM] > 0 && !o->buf2) ||
+                                  (o->hyper[GK_H_CENTERED] != 0 && !o->buf3)))
+        return GK_ERR_SHAPE;
     (void)m;
     return GK_OK;
 }
@@ -254,27 +270,28 @@ int F(gk_forward)(const gk_model *m, const REAL *x, int64_t rows, int64_t traini
 }
 
 int F(gk_gradients)(const gk_model *m, double *loss, const REAL *x, const REAL *target,
-                    const int64_t *labels, int64_t rows, uint64_t seed)
+                    const int64_t *labels, const REAL *weight, int64_t rows, uint64_t seed)
 {
     int rc = F(check_call)(m, rows);
     if (rc != GK_OK) return rc;
-    return F(gradients_rows)(m, loss, x, target, labels, rows, seed);
+    return F(gradients_rows)(m, loss, x, target, labels, weight, rows, seed);
 }
 
 int F(gk_train_step)(const gk_model *m, const gk_optim *o, double *loss, double *gnorm,
-                     const REAL *x, const REAL *target, const int64_t *labels, int64_t rows,
-                     uint64_t seed, double clip_norm)
+                     const REAL *x, const REAL *target, const int64_t *labels,
+                     const REAL *weight, int64_t rows, uint64_t seed, double clip_norm)
 {
     int rc = F(check_call)(m, rows);
     if (rc == GK_OK) rc = F(check_optim)(m, o);
     if (rc != GK_OK) return rc;
-    return F(step_rows)(m, o, loss, gnorm, x, target, labels, rows, seed, clip_norm);
+    return F(step_rows)(m, o, loss, gnorm, x, target, labels, weight, rows, seed, clip_norm);
 }
 
 int64_t F(gk_train_epoch)(const gk_model *m, const gk_optim *o, double *losses, double *gnorms,
                           const REAL *X, const REAL *target, const int64_t *labels,
-                          int64_t n_rows, const int64_t *perm, int64_t n_perm,
-                          int64_t batch_size, const uint64_t *seeds, double clip_norm)
+                          const REAL *weights, int64_t n_rows, const int64_t *perm,
+                          int64_t n_perm, int64_t batch_size, const uint64_t *seeds,
+                          const double *lrs, double clip_norm)
 {
     if (batch_size < 1 || n_perm < 0) return GK_ERR_SHAPE;
     int64_t first_rows = n_perm < batch_size ? n_perm : batch_size;
@@ -284,14 +301,21 @@ int64_t F(gk_train_epoch)(const gk_model *m, const gk_optim *o, double *losses, 
     int64_t last = m->n_layers - 1, n_in = OPS(m, 0, GK_K_IN), K = OPS(m, last, GK_K_OUT);
     int ce = m->loss == GK_CROSS_ENTROPY;
     if (ce ? !labels || !m->lbuf : !target || !m->ybuf) return GK_ERR_SHAPE;
-    if (!m->xbuf) return GK_ERR_SHAPE;
+    if (!m->xbuf || (weights && !m->wbuf)) return GK_ERR_SHAPE;
     /* every index before the first step, so a bad one changes nothing */
     for (int64_t t = 0; t < n_perm; t++) {
         if (perm[t] < 0 || perm[t] >= n_rows) return GK_ERR_INDEX;
         if (ce && (labels[perm[t]] < 0 || labels[perm[t]] >= K)) return GK_ERR_LABEL;
     }
-    REAL *xb = (REAL *)m->xbuf, *yb = (REAL *)m->ybuf;
+    REAL *xb = (REAL *)m->xbuf, *yb = (REAL *)m->ybuf, *wb = (REAL *)m->wbuf;
     int64_t n_batches = (n_perm + batch_size - 1) / batch_size;
+    /* a per-step rate: the update reads a copy of hyper, never o->hyper itself */
+    double hyper[GK_HYPER_COLS];
+    gk_optim step_o = *o;
+    if (lrs) {
+        memcpy(hyper, o->hyper, sizeof hyper);
+        step_o.hyper = hyper;
+    }
     for (int64_t k = 0; k < n_batches; k++) {
         int64_t lo = k * batch_size, rows = n_perm - lo < batch_size ? n_perm - lo : batch_size;
         for (int64_t r = 0; r < rows; r++) {  /* gather the minibatch into the workspace */
@@ -299,10 +323,12 @@ int64_t F(gk_train_epoch)(const gk_model *m, const gk_optim *o, double *losses, 
             memcpy(xb + r * n_in, X + src * n_in, (size_t)n_in * sizeof(REAL));
             if (ce) m->lbuf[r] = labels[src];
             else memcpy(yb + r * K, target + src * K, (size_t)K * sizeof(REAL));
+            if (weights) wb[r] = weights[src];
         }
+        if (lrs) hyper[GK_H_LR] = lrs[k];
         double loss = 0, gnorm = 0;
-        rc = F(step_rows)(m, o, &loss, &gnorm, xb, ce ? NULL : yb, ce ? m->lbuf : NULL, rows,
-                          seeds[k], clip_norm);
+        rc = F(step_rows)(m, &step_o, &loss, &gnorm, xb, ce ? NULL : yb, ce ? m->lbuf : NULL,
+                          weights ? wb : NULL, rows, seeds[k], clip_norm);
         if (rc != GK_OK) return rc;
         losses[k] = loss;
         gnorms[k] = gnorm;

@@ -76,13 +76,15 @@ int gk_activation_backward_f32(int64_t kind, float *dinp, const float *dout, con
 int gk_activation_backward_f64(int64_t kind, double *dinp, const double *dout,
                                const double *inp, const double *out, int64_t n);
 
-/* ---- losses: dpred, pred (B, K); target (B, K) floats or labels (B,) int64 in [0, K) ---- */
+/* ---- losses: dpred, pred (B, K); target (B, K) floats or labels (B,) int64 in [0, K);
+   weight (B,) per-row sample weights, finite and >= 0, or NULL: the loss is then
+   Σ w_i l_i / Σ w_i (0, with dpred 0, when they sum to 0); delta > 0: huber's ---- */
 int gk_loss_forward_backward_f32(int64_t kind, float *dpred, double *loss, const float *pred,
-                                 const float *target, const int64_t *labels, int64_t B,
-                                 int64_t K);
+                                 const float *target, const int64_t *labels,
+                                 const float *weight, int64_t B, int64_t K, double delta);
 int gk_loss_forward_backward_f64(int64_t kind, double *dpred, double *loss, const double *pred,
-                                 const double *target, const int64_t *labels, int64_t B,
-                                 int64_t K);
+                                 const double *target, const int64_t *labels,
+                                 const double *weight, int64_t B, int64_t K, double delta);
 
 /* ---- batchnorm: out, inp (B, N); mean, var, rstd, gamma, beta, running stats (N) ---- */
 int gk_batchnorm_forward_f32(float *out, float *mean, float *var, float *rstd, const float *inp,
@@ -123,6 +125,19 @@ int gk_adam_update_f32(float *params, float *m, float *v, const float *grads,
                        const double *hyper, int64_t step, int64_t P);
 int gk_adam_update_f64(double *params, double *m, double *v, const double *grads,
                        const double *hyper, int64_t step, int64_t P);
+/* torch.optim.RMSprop; momentum_buffer is read only with momentum > 0, grad_avg only when
+   centered (either may be NULL otherwise) */
+int gk_rmsprop_update_f32(float *params, float *square_avg, float *momentum_buffer,
+                          float *grad_avg, const float *grads, const double *hyper,
+                          int64_t step, int64_t P);
+int gk_rmsprop_update_f64(double *params, double *square_avg, double *momentum_buffer,
+                          double *grad_avg, const double *grads, const double *hyper,
+                          int64_t step, int64_t P);
+/* torch.optim.Adagrad; state_sum: the running sum of squared gradients */
+int gk_adagrad_update_f32(float *params, float *state_sum, const float *grads,
+                          const double *hyper, int64_t step, int64_t P);
+int gk_adagrad_update_f64(double *params, double *state_sum, const double *grads,
+                          const double *hyper, int64_t step, int64_t P);
 double gk_sum_squares_f32(const float *x, int64_t n);   /* Σ x², in double, fixed order */
 double gk_sum_squares_f64(const double *x, int64_t n);
 void gk_scale_f32(float *x, double factor, int64_t n);
@@ -144,13 +159,17 @@ typedef struct gk_model {
     int64_t n_params, n_state, n_acts, n_cache;   /* element counts of those arrays */
     void *xbuf; void *ybuf; int64_t *lbuf;          /* gathered minibatch (train_epoch) */
     void *work; int64_t work_size;                  /* GEMM scratch */
+    double delta;              /* the huber loss's delta (> 0) */
+    void *wbuf;                /* gathered sample weights (capacity, train_epoch) */
 } gk_model;
 
 typedef struct gk_optim {
-    int64_t kind;              /* GK_SGD or GK_ADAM */
+    int64_t kind;              /* an optimizer code: GK_SGD, GK_ADAM, GK_RMSPROP, GK_ADAGRAD */
     const double *hyper;       /* (GK_HYPER_COLS) */
     int64_t *step;             /* (1,) incremented by each accepted step */
-    void *buf1; void *buf2;    /* momentum, or Adam m and v (n_params each) */
+    /* n_params each, as contract.OPT_STATE lays them out: SGD momentum; Adam m, v;
+       RMSprop square_avg, momentum_buffer, grad_avg; Adagrad sum. NULL when unused. */
+    void *buf1; void *buf2; void *buf3;
 } gk_optim;
 
 /* checks every offset of the plan against the buffer sizes; GK_OK or GK_ERR_PLAN */
@@ -165,30 +184,35 @@ int gk_forward_f32(const gk_model *m, const float *x, int64_t rows, int64_t trai
                    uint64_t seed);
 int gk_forward_f64(const gk_model *m, const double *x, int64_t rows, int64_t training,
                    uint64_t seed);
-/* training forward, loss, backward: fills grads; target floats (rows, n_out) or labels */
+/* training forward, loss, backward: fills grads; target floats (rows, n_out) or labels;
+   weight (rows,) sample weights or NULL */
 int gk_gradients_f32(const gk_model *m, double *loss, const float *x, const float *target,
-                     const int64_t *labels, int64_t rows, uint64_t seed);
+                     const int64_t *labels, const float *weight, int64_t rows, uint64_t seed);
 int gk_gradients_f64(const gk_model *m, double *loss, const double *x, const double *target,
-                     const int64_t *labels, int64_t rows, uint64_t seed);
-/* one step; loss and gnorm (before clipping) out; a non-finite one rejects the step */
+                     const int64_t *labels, const double *weight, int64_t rows,
+                     uint64_t seed);
+/* one step; loss and gnorm (before clipping) out; a non-finite one rejects the step;
+   weights summing to 0 make it a no-op (no update, no step counted) */
 int gk_train_step_f32(const gk_model *m, const gk_optim *o, double *loss, double *gnorm,
-                      const float *x, const float *target, const int64_t *labels, int64_t rows,
-                      uint64_t seed, double clip_norm);
+                      const float *x, const float *target, const int64_t *labels,
+                      const float *weight, int64_t rows, uint64_t seed, double clip_norm);
 int gk_train_step_f64(const gk_model *m, const gk_optim *o, double *loss, double *gnorm,
                       const double *x, const double *target, const int64_t *labels,
-                      int64_t rows, uint64_t seed, double clip_norm);
+                      const double *weight, int64_t rows, uint64_t seed, double clip_norm);
 /* minibatches X[perm[k*bs:(k+1)*bs]]; X (n_rows, n_in), target (n_rows, n_out) or labels
-   (n_rows,); seeds, losses, gnorms (n_batches,). Returns accepted steps, or GK_ERR_*. */
+   (n_rows,); weights (n_rows,) or NULL; seeds, losses, gnorms (n_batches,); lrs
+   (n_batches,) the learning rate of each step in place of hyper's, or NULL (o->hyper is
+   never written). Returns accepted steps, or GK_ERR_*. */
 int64_t gk_train_epoch_f32(const gk_model *m, const gk_optim *o, double *losses,
                            double *gnorms, const float *X, const float *target,
-                           const int64_t *labels, int64_t n_rows, const int64_t *perm,
-                           int64_t n_perm, int64_t batch_size, const uint64_t *seeds,
-                           double clip_norm);
+                           const int64_t *labels, const float *weights, int64_t n_rows,
+                           const int64_t *perm, int64_t n_perm, int64_t batch_size,
+                           const uint64_t *seeds, const double *lrs, double clip_norm);
 int64_t gk_train_epoch_f64(const gk_model *m, const gk_optim *o, double *losses,
                            double *gnorms, const double *X, const double *target,
-                           const int64_t *labels, int64_t n_rows, const int64_t *perm,
-                           int64_t n_perm, int64_t batch_size, const uint64_t *seeds,
-                           double clip_norm);
+                           const int64_t *labels, const double *weights, int64_t n_rows,
+                           const int64_t *perm, int64_t n_perm, int64_t batch_size,
+                           const uint64_t *seeds, const double *lrs, double clip_norm);
 
 /* ---- the machine's ceiling: independent FMA chains in the ISA in use, iters iterations on
    each of `threads` threads; returns the floating-point operations done (2 per lane) ---- */

@@ -86,14 +86,83 @@ int F(gk_activation_backward)(int64_t kind, REAL *dinp, const REAL *dout, const 
 
 /* ---------------------------------------------------------------- losses */
 
-/* loss = mean over rows or elements; dpred (B, K) = d loss / d pred.
-   target (B, K) for mse and binary_cross_entropy; labels (B) in [0, K) for cross_entropy,
-   all checked before anything is written. */
+/* The weighted mean Σ w_r l_r / Σ w_r of the rows' losses l_r (a row's mean over its K
+   elements, or its NLL); dpred = w_r / Σw · d l_r / d pred. Weights summing to 0 (they are
+   finite and >= 0): loss 0 and dpred 0. Labels were checked by the caller. */
+static int F(loss_weighted)(int64_t kind, REAL *dpred, double *loss, const REAL *pred,
+                            const REAL *target, const int64_t *labels, const REAL *weight,
+                            int64_t B, int64_t K, double delta)
+{
+    double wsum = 0;
+    for (int64_t r = 0; r < B; r++) wsum += (double)weight[r];
+    if (!(wsum > 0)) {
+        for (int64_t i = 0; i < B * K; i++) dpred[i] = 0;
+        *loss = 0;
+        return GK_OK;
+    }
+    (void)delta;
+    double s = 0;
+    for (int64_t r = 0; r < B; r++) {
+        const REAL *z = pred + r * K, *t = target ? target + r * K : NULL;
+        REAL *d = dpred + r * K;
+        double w = (double)weight[r], row = 0;
+        if (kind == GK_CROSS_ENTROPY) {
+            REAL mx = z[0];
+            for (int64_t j = 1; j < K; j++) mx = z[j] > mx ? z[j] : mx;
+            for (int64_t j = 0; j < K; j++) d[j] = z[j] - mx;
+            REAL picked = d[labels[r]];
+            for (int64_t j = 0; j < K; j++) d[j] = EXP(d[j]);
+            double sum = 0;
+            for (int64_t j = 0; j < K; j++) sum += d[j];
+            row = log(sum) - (double)picked;
+            REAL scale = (REAL)(w / (sum * wsum));
+            for (int64_t j = 0; j < K; j++) d[j] *= scale;
+            d[labels[r]] -= (REAL)(w / wsum);
+        } else if (kind == GK_MSE) {
+            REAL f = (REAL)(2.0 * w / (wsum * (double)K));
+            for (int64_t j = 0; j < K; j++) {
+                REAL e = z[j] - t[j];
+                row += (double)e * (double)e;
+                d[j] = e * f;
+            }
+            row /= (double)K;
+        } else if (kind == GK_BINARY_CROSS_ENTROPY) {
+            REAL f = (REAL)(w / (wsum * (double)K));
+            for (int64_t j = 0; j < K; j++) {
+                REAL zj = z[j], y = t[j];
+                row += (double)(zj > 0 ? zj : 0) - (double)zj * (double)y
+                       + log1p(exp(-fabs((double)zj)));
+                d[j] = (F(sigmoid1)(zj) - y) * f;
+            }
+            row /= (double)K;
+        } else {
+            return GK_ERR_KIND;
+        }
+        s += w * row;
+    }
+    *loss = s / wsum;
+    return GK_OK;
+}
+
+/* loss = mean over rows or elements (weight NULL), or the weighted mean over the rows;
+   dpred (B, K) = d loss / d pred. target (B, K) for the regression losses and
+   binary_cross_entropy; labels (B) in [0, K) for cross_entropy, all checked before
+   anything is written. */
 int F(gk_loss_forward_backward)(int64_t kind, REAL *dpred, double *loss, const REAL *pred,
-                                const REAL *target, const int64_t *labels, int64_t B,
-                                int64_t K)
+                                const REAL *target, const int64_t *labels, const REAL *weight,
+                                int64_t B, int64_t K, double delta)
 {
     int64_t n = B * K;
+    if (kind < 0 || kind >= GK_N_LOSSES) return GK_ERR_KIND;
+    if (kind == GK_CROSS_ENTROPY) {
+        if (!labels) return GK_ERR_SHAPE;
+        for (int64_t r = 0; r < B; r++)
+            if (labels[r] < 0 || labels[r] >= K) return GK_ERR_LABEL;
+    } else if (!target) {
+        return GK_ERR_SHAPE;
+    }
+    if (weight) return F(loss_weighted)(kind, dpred, loss, pred, target, labels, weight, B, K,
+                                        delta);
     if (kind == GK_MSE) {
         double s = 0;
         REAL f = (REAL)(2.0 / (double)n);

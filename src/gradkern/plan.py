@@ -81,12 +81,18 @@ class Plan:
             per dropout layer its (B, OC) mask of 0 or 1/(1-p).
     """
 
-    def __init__(self, layers: list[LayerSpec], loss: str, dtype: str | np.dtype):
+    delta = 1.0  # the huber loss's delta (a plan float the loss kernels read)
+
+    def __init__(self, layers: list[LayerSpec], loss: str, dtype: str | np.dtype,
+                 delta: float = 1.0):
         if not layers:
             raise ValueError("a plan needs at least one layer")
         self.layers = tuple(layers)
         self.loss = loss
         self.loss_code = loss_code(loss)
+        self.delta = float(delta)
+        if not (self.delta > 0 and np.isfinite(self.delta)):
+            raise ValueError(f"the huber delta must be a finite number > 0, got {delta!r}")
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {self.dtype}")

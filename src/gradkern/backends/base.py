@@ -45,7 +45,7 @@ import weakref
 
 import numpy as np
 
-from ..contract import HYPER_COLS, LAYER_MIX, MASK64, Act, Hyper, Layer, Loss, Opt
+from ..contract import HYPER_COLS, LAYER_MIX, MASK64, OPT_SLOTS, Act, Hyper, Layer, Loss, Opt
 from ..optim import Optimizer
 from ..plan import Buffers, Plan
 
@@ -53,7 +53,7 @@ from ..plan import Buffers, Plan
 KERNELS = ("matmul_forward", "matmul_backward", "activation_forward", "activation_backward",
            "loss_forward_backward", "batchnorm_forward", "batchnorm_backward",
            "batchnorm_update_running", "dropout_forward", "dropout_backward", "sgd_update",
-           "adam_update", "sum_squares", "scale")
+           "adam_update", "rmsprop_update", "adagrad_update", "sum_squares", "scale")
 # the drivers; the adapter composes them from the kernels unless an engine fuses them
 DRIVERS = ("forward", "gradients", "train_step", "train_epoch")
 # Optional, engine-specific public methods: an engine may define these and no others
@@ -96,6 +96,17 @@ def unpack_adam(hyper) -> tuple[float, float, float, float, float, bool]:
             bool(hyper[Hyper.DECOUPLED]))
 
 
+def unpack_rmsprop(hyper) -> tuple[float, float, float, float, float, bool]:
+    return (float(hyper[Hyper.LR]), float(hyper[Hyper.ALPHA]), float(hyper[Hyper.EPS]),
+            float(hyper[Hyper.WEIGHT_DECAY]), float(hyper[Hyper.MOMENTUM]),
+            bool(hyper[Hyper.CENTERED]))
+
+
+def unpack_adagrad(hyper) -> tuple[float, float, float, float]:
+    return (float(hyper[Hyper.LR]), float(hyper[Hyper.LR_DECAY]),
+            float(hyper[Hyper.WEIGHT_DECAY]), float(hyper[Hyper.EPS]))
+
+
 # ============================================================================ checks
 
 
@@ -113,6 +124,15 @@ def _out(a, name: str, dtype=None, shape=None) -> np.ndarray:
     if not a.flags.writeable:
         raise ValueError(f"{name} is read-only")
     return a
+
+
+def _opt_buf(a, name: str, dtype, n: int, used: bool, who: str):
+    """An optional optimizer state buffer: checked as an output when used, else None."""
+    if not used:
+        return None
+    if a is None or (isinstance(a, np.ndarray) and a.size == 0 and n):
+        raise ValueError(f"{who} needs a {name} buffer")
+    return _out(a, name, dtype, (n,))
 
 
 def _out2(a, name: str) -> np.ndarray:
@@ -179,6 +199,43 @@ def _step(step) -> int:
 
 def _seed(seed) -> int:
     return int(seed) & MASK64
+
+
+def _weight(w, dtype, rows: int, name: str = "weight"):
+    """Per-row sample weights: None, or a C-contiguous (rows,) array of dtype, finite and
+    >= 0 (checked after the conversion: 1e300 is inf in float32)."""
+    if w is None:
+        return None
+    if not (type(w) is np.ndarray and w.dtype == dtype and w.flags.c_contiguous):
+        with np.errstate(over="ignore"):  # too large for dtype: inf, refused just below
+            w = _floats(w, dtype, name)
+    if w.shape != (rows,):
+        raise ValueError(f"{name} has shape {w.shape}; expected ({rows},) (one per row)")
+    if not np.isfinite(w).all():
+        raise ValueError(f"{name} holds NaN or inf (sample weights must be finite)")
+    if w.size and w.min() < 0:
+        raise ValueError(f"{name} holds negative entries (sample weights must be >= 0)")
+    return w
+
+
+def _delta(delta) -> float:
+    d = float(delta)
+    if not (d > 0 and math.isfinite(d)):
+        raise ValueError(f"the huber delta must be a finite number > 0, got {delta!r}")
+    return d
+
+
+def _lrs(lrs, n_batches: int):
+    """Per-step learning rates: None, or float64 (>= n_batches,), finite and >= 0."""
+    if lrs is None:
+        return None
+    a = np.ascontiguousarray(lrs, dtype=np.float64)
+    if a.ndim != 1 or a.shape[0] < n_batches:
+        raise ValueError(f"lrs has shape {a.shape}: too few entries for {n_batches} batches")
+    a = a[:n_batches]
+    if not np.isfinite(a).all() or (a.size and a.min() < 0):
+        raise ValueError("lrs holds a negative, NaN or infinite learning rate")
+    return a if a.flags.writeable else a.copy()
 
 
 class PerObject:
@@ -264,14 +321,20 @@ class Backend:
         self._activation_backward(kind, dinp, _inp(dout, "dout", dt, shape),
                                   _inp(inp, "inp", dt, shape), _inp(out, "out", dt, shape))
 
-    def loss_forward_backward(self, kind: int, dpred, pred, target) -> float:
+    def loss_forward_backward(self, kind: int, dpred, pred, target, weight=None,
+                              delta: float = 1.0) -> float:
         """Mean loss of pred (B, K) against target; dpred (B, K) = d loss / d pred.
-        target: (B, K) floats for mse and binary_cross_entropy, (B,) integer labels
-        in [0, K) for cross_entropy."""
+        target: (B, K) floats for the regression losses and binary_cross_entropy, (B,)
+        integer labels in [0, K) for cross_entropy. weight (B,) of pred's dtype, finite
+        and >= 0: the weighted mean Σ w_i·l_i / Σ w_i of the rows' losses l_i (each the
+        mean over its K elements; np.average, torch's CrossEntropyLoss(weight=...)); a
+        batch whose weights sum to 0 has loss 0 and dpred 0. delta > 0: huber's."""
         kind = _code(kind, _MAX_LOSS, "loss")
         B, K = _out2(dpred, "dpred").shape
         require_elements("the loss", dpred)
         pred = _inp(pred, "pred", dpred.dtype, dpred.shape)
+        weight = _weight(weight, dpred.dtype, B)
+        delta = _delta(delta)
         if kind == Loss.CROSS_ENTROPY:
             target = _labels(target)
             if target.shape != (B,):
@@ -284,7 +347,7 @@ class Backend:
                 target = np.ascontiguousarray(target, dtype=dpred.dtype)
             if target.shape != (B, K):
                 raise ValueError(f"target has shape {target.shape}; pred {(B, K)}")
-        return float(self._loss_forward_backward(kind, dpred, pred, target))
+        return float(self._loss_forward_backward(kind, dpred, pred, target, weight, delta))
 
     def batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
                           running_mean, running_var, training: bool, eps: float) -> None:
@@ -385,6 +448,34 @@ class Backend:
         self._adam_update(params, _inp(grads, "grads", dt, (n,)), m, v, _hyper(hyper),
                           _step(step))
 
+    def rmsprop_update(self, params, grads, square_avg, momentum_buffer, grad_avg, hyper,
+                       step: int) -> None:
+        """torch.optim.RMSprop on flat buffers; step from 1. momentum_buffer may be None
+        (or empty) without momentum, grad_avg unless hyper[Hyper.CENTERED]."""
+        _out(params, "params")
+        if params.ndim != 1:
+            raise ValueError(f"params has shape {params.shape}; expected a flat (n,) buffer")
+        n, dt = params.shape[0], params.dtype
+        hyper = _hyper(hyper)
+        _out(square_avg, "square_avg", dt, (n,))
+        momentum_buffer = _opt_buf(momentum_buffer, "momentum_buffer", dt, n,
+                                   hyper[Hyper.MOMENTUM] > 0, "RMSprop with momentum")
+        grad_avg = _opt_buf(grad_avg, "grad_avg", dt, n, hyper[Hyper.CENTERED] != 0,
+                            "centered RMSprop")
+        self._rmsprop_update(params, _inp(grads, "grads", dt, (n,)), square_avg,
+                             momentum_buffer, grad_avg, hyper, _step(step))
+
+    def adagrad_update(self, params, grads, state_sum, hyper, step: int) -> None:
+        """torch.optim.Adagrad on flat buffers (state_sum: its running sum of g²); step
+        from 1 (the learning rate decays with it)."""
+        _out(params, "params")
+        if params.ndim != 1:
+            raise ValueError(f"params has shape {params.shape}; expected a flat (n,) buffer")
+        n, dt = params.shape[0], params.dtype
+        _out(state_sum, "state_sum", dt, (n,))
+        self._adagrad_update(params, _inp(grads, "grads", dt, (n,)), state_sum, _hyper(hyper),
+                             _step(step))
+
     def sum_squares(self, x) -> float:
         """Σ x² of every element, accumulated in float64 (the gradient norm is its root)."""
         x = np.asarray(x)
@@ -440,12 +531,12 @@ class Backend:
             raise ValueError(f"unknown optimizer kind {opt.kind}")
         if opt.buf1 is None:
             opt.bind(plan.n_params, plan.dtype)
-        b1, b2 = opt.buf1, opt.buf2
-        if b1.dtype != plan.dtype or b1.size != plan.n_params or (
-                opt.kind == Opt.ADAM and (b2 is None or b2.dtype != plan.dtype
-                                          or b2.size != plan.n_params)):
-            raise TypeError(f"optimizer state is {b1.size} {b1.dtype}; the plan has "
-                            f"{plan.n_params} {plan.dtype}")
+        b1, sizes = opt.buf1, opt.state_sizes(plan.n_params)
+        for name in OPT_SLOTS:  # every slot an array: the used ones of the plan's size
+            b = getattr(opt, name)
+            if b is None or b.dtype != plan.dtype or b.size != sizes.get(name, 0):
+                raise TypeError(f"optimizer state is {b1.size} {b1.dtype}; the plan has "
+                                f"{plan.n_params} {plan.dtype}")
 
     # ------------------------------------------------------------------ drivers
     def forward(self, plan: Plan, bufs: Buffers, x: np.ndarray, training: bool = False,
@@ -455,33 +546,44 @@ class Backend:
         return self._forward(plan, bufs, x, bool(training), _seed(seed))
 
     def gradients(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
-                  seed: int = 0) -> float:
-        """Training-mode forward, loss and backward: fills bufs.grads, returns the loss."""
+                  seed: int = 0, weight=None) -> float:
+        """Training-mode forward, loss and backward: fills bufs.grads, returns the loss.
+        weight: the rows' sample weights (see loss_forward_backward), or None."""
         x = self._x(plan, bufs, x)
         y = self._y(plan, y, x.shape[0])
+        weight = _weight(weight, plan.dtype, x.shape[0])
         if not self.checks_labels and plan.loss_code == Loss.CROSS_ENTROPY:
             _check_label_range(y, plan.n_out)
-        return float(self._gradients(plan, bufs, x, y, _seed(seed)))
+        return float(self._gradients(plan, bufs, x, y, _seed(seed), weight))
 
     def train_step(self, plan: Plan, bufs: Buffers, x: np.ndarray, y: np.ndarray,
-                   opt: Optimizer, seed: int = 0, clip_norm: float = 0.0) -> tuple[float, float]:
+                   opt: Optimizer, seed: int = 0, clip_norm: float = 0.0,
+                   weight=None) -> tuple[float, float]:
         """One step. Returns (loss, gradient norm before clipping). When either is not
-        finite the step is rejected: nothing of the model or optimizer changes."""
+        finite the step is rejected: nothing of the model or optimizer changes.
+        weight: the rows' sample weights, or None; weights summing to 0 make the step a
+        no-op (loss 0, gradient norm 0, no update, no step counted)."""
         x = self._x(plan, bufs, x)
         y = self._y(plan, y, x.shape[0])
+        weight = _weight(weight, plan.dtype, x.shape[0])
         if not self.checks_labels and plan.loss_code == Loss.CROSS_ENTROPY:
             _check_label_range(y, plan.n_out)
         self._opt(plan, opt)
-        loss, gnorm = self._train_step(plan, bufs, x, y, opt, _seed(seed), float(clip_norm))
+        loss, gnorm = self._train_step(plan, bufs, x, y, opt, _seed(seed), float(clip_norm),
+                                       weight)
         return float(loss), float(gnorm)
 
     def train_epoch(self, plan: Plan, bufs: Buffers, X: np.ndarray, Y: np.ndarray,
                     perm: np.ndarray, batch_size: int, opt: Optimizer, seeds: np.ndarray,
-                    clip_norm: float, losses: np.ndarray, gnorms: np.ndarray) -> int:
+                    clip_norm: float, losses: np.ndarray, gnorms: np.ndarray,
+                    lrs=None, weights=None) -> int:
         """Minibatches X[perm[k*bs:(k+1)*bs]] in order, one train_step each.
         seeds (n_batches,) uint64 dropout seeds; losses and gnorms (n_batches,) float64
         receive each step's figures. Returns the number of accepted steps: fewer than
         n_batches means step `returned` was rejected and the epoch stopped there.
+        lrs (n_batches,) float64, finite and >= 0: step k uses lrs[k] in place of
+        opt.hyper[Hyper.LR], which the epoch leaves as it was (None: the constant rate).
+        weights (n_rows,) sample weights of X's rows (see train_step), or None.
         Every permutation entry and every label it selects is checked before the first
         step."""
         if bufs.plan is not plan:
@@ -513,10 +615,38 @@ class Backend:
         for name, a in (("losses", losses), ("gnorms", gnorms)):
             if a.dtype != np.float64 or not a.flags.c_contiguous or not a.flags.writeable:
                 raise TypeError(f"{name} must be a writeable contiguous float64 array")
+        lrs = _lrs(lrs, n_batches)
+        weights = _weight(weights, plan.dtype, n_rows, "weights")
         bufs.ensure_capacity(min(batch_size, perm.shape[0]))
         self._opt(plan, opt)
         return int(self._train_epoch(plan, bufs, X, Y, perm, batch_size, opt, seeds,
-                                     float(clip_norm), losses, gnorms))
+                                     float(clip_norm), losses, gnorms, lrs, weights))
+
+    def apply_gradients(self, plan: Plan, bufs: Buffers, opt: Optimizer,
+                        clip_norm: float = 0.0, rows: int = 0) -> float:
+        """The update half of a step, on the gradients already in bufs.grads (from
+        `gradients`, possibly combined across processes: gradkern.distributed). Returns
+        their global norm before clipping; when it is not finite nothing changes.
+        Otherwise: clipping to clip_norm (0: none), batch normalization's running
+        statistics from the batch statistics of the last training forward over `rows`
+        rows (0: a process that ran no rows of this step; they are left alone), and the
+        optimizer update. Composed of `_sum_squares`, `_scale` and `_commit` on every
+        backend."""
+        if bufs.plan is not plan:
+            _same_layout(plan, bufs)
+        rows = int(rows)
+        if not 0 <= rows <= bufs.capacity:
+            raise ValueError(f"rows must be in [0, {bufs.capacity}] (the workspace's rows), "
+                             f"got {rows}")
+        self._opt(plan, opt)
+        gnorm = math.sqrt(self._sum_squares(bufs.grads))
+        if not math.isfinite(gnorm):
+            return gnorm
+        clip_norm = float(clip_norm)
+        if clip_norm > 0 and gnorm > clip_norm:
+            self._scale(bufs.grads, clip_norm / (gnorm + 1e-6))  # torch clip_grad_norm_
+        self._commit(plan, bufs, opt, rows)
+        return gnorm
 
     # ============================================================ engine methods
     # Every kernel is `_<name>` with the public signature, on checked arguments; an
@@ -533,7 +663,7 @@ class Backend:
     def _activation_backward(self, kind, dinp, dout, inp, out):
         raise NotImplementedError
 
-    def _loss_forward_backward(self, kind, dpred, pred, target) -> float:
+    def _loss_forward_backward(self, kind, dpred, pred, target, weight, delta) -> float:
         raise NotImplementedError
 
     def _batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta, running_mean,
@@ -557,6 +687,13 @@ class Backend:
         raise NotImplementedError
 
     def _adam_update(self, params, grads, m, v, hyper, step):
+        raise NotImplementedError
+
+    def _rmsprop_update(self, params, grads, square_avg, momentum_buffer, grad_avg, hyper,
+                        step):
+        raise NotImplementedError
+
+    def _adagrad_update(self, params, grads, state_sum, hyper, step):
         raise NotImplementedError
 
     def _sum_squares(self, x) -> float:
@@ -619,12 +756,13 @@ class Backend:
                 else:
                     dinp[...] = dout
 
-    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed: int) -> float:
+    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed: int, weight=None) -> float:
         rows = x.shape[0]
         pred = self._forward(plan, bufs, x, True, seed)
         dpred = bufs.dout(len(plan.layers) - 1, rows)
         require_elements("the loss", dpred)
-        loss = self._loss_forward_backward(int(plan.loss_code), dpred, pred, y)
+        loss = self._loss_forward_backward(int(plan.loss_code), dpred, pred, y, weight,
+                                           plan.delta)
         self._backward(plan, bufs, x)
         return loss
 
@@ -632,7 +770,7 @@ class Backend:
         """Apply an accepted step: running statistics, then the optimizer update."""
         views = _layer_views(plan, bufs)
         for i, L in enumerate(plan.layers):
-            if L.kind == Layer.BATCHNORM:
+            if L.kind == Layer.BATCHNORM and rows > 0:  # rows 0: see apply_gradients
                 s, c = views[i][2], bufs.cache_of(i, rows)
                 self._batchnorm_update_running(s["running_mean"], s["running_var"], c["mean"],
                                                c["var"], rows, L.momentum)
@@ -640,31 +778,47 @@ class Backend:
         step = int(opt.step[0])
         if opt.kind == Opt.SGD:
             self._sgd_update(bufs.params, bufs.grads, opt.buf1, opt.hyper, step)
-        else:
+        elif opt.kind == Opt.ADAM:
             self._adam_update(bufs.params, bufs.grads, opt.buf1, opt.buf2, opt.hyper, step)
+        elif opt.kind == Opt.RMSPROP:  # unused buffers are empty: passed as None
+            self._rmsprop_update(bufs.params, bufs.grads, opt.buf1, opt.buf2 if opt.buf2.size
+                                 else None, opt.buf3 if opt.buf3.size else None, opt.hyper,
+                                 step)
+        else:
+            self._adagrad_update(bufs.params, bufs.grads, opt.buf1, opt.hyper, step)
 
     def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed: int,
-                    clip_norm: float) -> tuple[float, float]:
-        loss = self._gradients(plan, bufs, x, y, seed)
+                    clip_norm: float, weight=None) -> tuple[float, float]:
+        loss = self._gradients(plan, bufs, x, y, seed, weight)
         gnorm = math.sqrt(self._sum_squares(bufs.grads))
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
             return loss, gnorm
+        if weight is not None and not weight.sum(dtype=np.float64) > 0:
+            return loss, gnorm  # weights summing to 0: nothing to learn, no update
         if clip_norm > 0 and gnorm > clip_norm:
             self._scale(bufs.grads, clip_norm / (gnorm + 1e-6))  # torch clip_grad_norm_
         self._commit(plan, bufs, opt, x.shape[0])
         return loss, gnorm
 
     def _train_epoch(self, plan: Plan, bufs: Buffers, X, Y, perm, batch_size: int,
-                     opt: Optimizer, seeds, clip_norm: float, losses, gnorms) -> int:
+                     opt: Optimizer, seeds, clip_norm: float, losses, gnorms, lrs=None,
+                     weights=None) -> int:
         n = perm.shape[0]
         n_batches = (n + batch_size - 1) // batch_size
-        for k in range(n_batches):
-            idx = perm[k * batch_size : (k + 1) * batch_size]
-            loss, gnorm = self._train_step(plan, bufs, X[idx], Y[idx], opt,
-                                           int(seeds[k]), clip_norm)
-            losses[k], gnorms[k] = loss, gnorm
-            if not (math.isfinite(loss) and math.isfinite(gnorm)):
-                return k
+        lr = opt.hyper[Hyper.LR]
+        try:
+            for k in range(n_batches):
+                idx = perm[k * batch_size : (k + 1) * batch_size]
+                if lrs is not None:  # this step's rate; the constant is put back below
+                    opt.hyper[Hyper.LR] = lrs[k]
+                loss, gnorm = self._train_step(plan, bufs, X[idx], Y[idx], opt,
+                                               int(seeds[k]), clip_norm,
+                                               None if weights is None else weights[idx])
+                losses[k], gnorms[k] = loss, gnorm
+                if not (math.isfinite(loss) and math.isfinite(gnorm)):
+                    return k
+        finally:
+            opt.hyper[Hyper.LR] = lr
         return n_batches
 
 
@@ -682,6 +836,6 @@ def _same_layout(plan: Plan, bufs: Buffers) -> None:
     if (other.dtype != plan.dtype or other.ops.shape != plan.ops.shape
             or not np.array_equal(other.ops, plan.ops)
             or not np.array_equal(other.fargs, plan.fargs)
-            or other.loss_code != plan.loss_code):
+            or other.loss_code != plan.loss_code or other.delta != plan.delta):
         raise ValueError(f"the buffers were allocated for another plan "
                          f"({other.describe()}), not {plan.describe()}")

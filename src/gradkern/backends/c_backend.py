@@ -150,6 +150,7 @@ class _Funcs:
                      "activation_forward", "activation_backward", "loss_forward_backward",
                      "batchnorm_forward", "batchnorm_backward", "batchnorm_update_running",
                      "dropout_forward", "dropout_backward", "sgd_update", "adam_update",
+                     "rmsprop_update", "adagrad_update",
                      "sum_squares", "scale", "model_check", "model_work", "forward",
                      "gradients", "train_step", "train_epoch"):
             setattr(self, name, getattr(lib, f"gk_{name}_{suffix}"))
@@ -187,6 +188,7 @@ class _ModelState:
         self.xbuf = np.zeros((cap, plan.n_in), dtype=dt)
         self.ybuf = np.zeros((cap, plan.n_out), dtype=dt)
         self.lbuf = np.zeros(cap, dtype=np.int64)
+        self.wbuf = np.zeros(cap, dtype=dt)
         m = ffi.new("gk_model *")
         m.n_layers = len(plan.layers)
         m.ops, m.fargs = _i64ptr(self.ops), ffi.cast("double *", self.fargs.ctypes.data)
@@ -200,6 +202,8 @@ class _ModelState:
         m.xbuf = ffi.cast("void *", self.xbuf.ctypes.data)
         m.ybuf = ffi.cast("void *", self.ybuf.ctypes.data)
         m.lbuf = _i64ptr(self.lbuf)
+        m.wbuf = ffi.cast("void *", self.wbuf.ctypes.data)
+        m.delta = float(plan.delta)
         _check(fn.model_check(m), f"plan {plan.describe()}")
         self.out = ffi.new("double[2]")  # loss and gradient norm of a step
         self.work = np.zeros(max(int(fn.model_work(m)), 1), dtype=dt)
@@ -217,18 +221,25 @@ class _OptimState:
     """A gk_optim struct for one optimizer's state arrays."""
 
     def __init__(self, opt: Optimizer):
-        self.buf1, self.buf2, self.hyper, self.step = opt.buf1, opt.buf2, opt.hyper, opt.step
+        self.buf1, self.buf2, self.buf3 = opt.buf1, opt.buf2, opt.buf3
+        self.hyper, self.step = opt.hyper, opt.step
         o = ffi.new("gk_optim *")
         o.kind = int(opt.kind)
         o.hyper = ffi.cast("double *", opt.hyper.ctypes.data)
         o.step = _i64ptr(opt.step)
         o.buf1 = ffi.cast("void *", opt.buf1.ctypes.data)
-        o.buf2 = ffi.cast("void *", opt.buf2.ctypes.data) if opt.buf2 is not None else NULL
+        o.buf2 = _slot(opt.buf2)
+        o.buf3 = _slot(opt.buf3)
         self.o = o
 
     def matches(self, opt: Optimizer) -> bool:
-        return (self.buf1 is opt.buf1 and self.buf2 is opt.buf2 and self.hyper is opt.hyper
-                and self.step is opt.step)
+        return (self.buf1 is opt.buf1 and self.buf2 is opt.buf2 and self.buf3 is opt.buf3
+                and self.hyper is opt.hyper and self.step is opt.step)
+
+
+def _slot(a):
+    """A state slot for C: NULL when the optimizer does not use it (None or empty)."""
+    return ffi.cast("void *", a.ctypes.data) if a is not None and a.size else NULL
 
 
 
@@ -287,8 +298,8 @@ class CBackend(Backend):
         _check(fn.activation_backward(kind, _ptr(fn, dinp), _ptr(fn, dout), _ptr(fn, inp),
                                       _ptr(fn, out), dinp.size), f"activation code {kind}")
 
-    # pred, dpred (B, K); target (B, K) floats or labels (B,) int64
-    def _loss_forward_backward(self, kind, dpred, pred, target):
+    # pred, dpred (B, K); target (B, K) floats or labels (B,) int64; weight (B,) or None
+    def _loss_forward_backward(self, kind, dpred, pred, target, weight, delta):
         fn = FUNCS[dpred.dtype]
         B, K = dpred.shape
         loss = ffi.new("double *")
@@ -297,7 +308,7 @@ class CBackend(Backend):
         else:
             t, labels = _ptr(fn, target), NULL
         _check(fn.loss_forward_backward(kind, _ptr(fn, dpred), loss, _ptr(fn, pred), t, labels,
-                                        B, K), f"loss code {kind}")
+                                        _ptr(fn, weight), B, K, delta), f"loss code {kind}")
         return float(loss[0])
 
     # out, inp (B, N); mean, var, rstd, gamma, beta, running stats (N); None: not read
@@ -347,6 +358,20 @@ class CBackend(Backend):
                               ffi.from_buffer("double[]", hyper), step, params.size),
                "adam_update")
 
+    def _rmsprop_update(self, params, grads, square_avg, momentum_buffer, grad_avg, hyper,
+                        step):
+        fn = FUNCS[params.dtype]
+        _check(fn.rmsprop_update(_ptr(fn, params), _ptr(fn, square_avg),
+                                 _ptr(fn, momentum_buffer), _ptr(fn, grad_avg), _ptr(fn, grads),
+                                 ffi.from_buffer("double[]", hyper), step, params.size),
+               "rmsprop_update")
+
+    def _adagrad_update(self, params, grads, state_sum, hyper, step):
+        fn = FUNCS[params.dtype]
+        _check(fn.adagrad_update(_ptr(fn, params), _ptr(fn, state_sum), _ptr(fn, grads),
+                                 ffi.from_buffer("double[]", hyper), step, params.size),
+               "adagrad_update")
+
     def _sum_squares(self, x) -> float:
         fn = FUNCS[x.dtype]
         return float(fn.sum_squares(_ptr(fn, x), x.size))
@@ -384,30 +409,33 @@ class CBackend(Backend):
         _check(fn.forward(st.m, _ptr(fn, x), rows, int(training), seed), "forward")
         return bufs.out(len(plan.layers) - 1, rows)
 
-    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed):
+    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed, weight=None):
         st, fn = self._model(plan, bufs), FUNCS[plan.dtype]
         target, labels = self._y_ptrs(fn, plan, y)
         out = st.out
-        _check(fn.gradients(st.m, out, _ptr(fn, x), target, labels, x.shape[0], seed),
-               "gradients")
+        _check(fn.gradients(st.m, out, _ptr(fn, x), target, labels, _ptr(fn, weight),
+                            x.shape[0], seed), "gradients")
         return out[0]
 
-    def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed, clip_norm):
+    def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed, clip_norm,
+                    weight=None):
         st, ost, fn = self._model(plan, bufs), self._optim(opt), FUNCS[plan.dtype]
         target, labels = self._y_ptrs(fn, plan, y)
         out = st.out
         _check(fn.train_step(st.m, ost.o, out, out + 1, _ptr(fn, x), target, labels,
-                             x.shape[0], seed, clip_norm), "train_step")
+                             _ptr(fn, weight), x.shape[0], seed, clip_norm), "train_step")
         return out[0], out[1]
 
     def _train_epoch(self, plan: Plan, bufs: Buffers, X, Y, perm, batch_size, opt: Optimizer,
-                     seeds, clip_norm, losses, gnorms):
+                     seeds, clip_norm, losses, gnorms, lrs=None, weights=None):
         st, ost, fn = self._model(plan, bufs), self._optim(opt), FUNCS[plan.dtype]
         target, labels = self._y_ptrs(fn, plan, Y)
         done = fn.train_epoch(st.m, ost.o, ffi.from_buffer("double[]", losses),
                               ffi.from_buffer("double[]", gnorms), _ptr(fn, X), target,
-                              labels, X.shape[0], _i64ptr(perm), perm.shape[0], batch_size,
-                              ffi.from_buffer("uint64_t[]", seeds), clip_norm)
+                              labels, _ptr(fn, weights), X.shape[0], _i64ptr(perm),
+                              perm.shape[0], batch_size, ffi.from_buffer("uint64_t[]", seeds),
+                              NULL if lrs is None else ffi.from_buffer("double[]", lrs),
+                              clip_norm)
         return _check(int(done), "train_epoch")
 
     # ------------------------------------------------------------------ threads, report

@@ -326,10 +326,83 @@ def activation_backward(kind, dinp, dout, inp, out):
 
 
 @njit(cache=CACHE)
-def loss_forward_backward(kind, dpred, pred, target, labels):
-    # pred, dpred (B, K). mse and binary_cross_entropy read target (B, K); cross_entropy
-    # reads labels (B,) int64 in [0, K). The other one may be empty. Returns the mean
-    # loss, summed in float64.
+def loss_forward_backward(kind, dpred, pred, target, labels, weight, delta):
+    # pred, dpred (B, K). The regression losses and binary_cross_entropy read target
+    # (B, K); cross_entropy reads labels (B,) int64 in [0, K). The other one may be empty.
+    # weight (B,) per-row sample weights, or empty: unweighted. delta: huber's.
+    # Returns the (weighted) mean loss, summed in float64.
+    if weight.shape[0] > 0:
+        return _loss_weighted(kind, dpred, pred, target, labels, weight, delta)
+    return _loss_mean(kind, dpred, pred, target, labels, delta)
+
+
+@njit(cache=CACHE)
+def _loss_weighted(kind, dpred, pred, target, labels, weight, delta):
+    # Σ w_i l_i / Σ w_i over the rows (l_i: the row's mean over K, or its NLL);
+    # dpred = w_i / Σw · d l_i / d pred. Weights summing to 0: loss 0, dpred 0.
+    rows, k = pred.shape
+    T = dpred.dtype.type
+    one = T(1.0)
+    wsum = 0.0
+    for i in range(rows):
+        wsum += np.float64(weight[i])
+    if not wsum > 0:
+        for i in range(rows):
+            for j in range(k):
+                dpred[i, j] = T(0.0)
+        return 0.0
+    total = 0.0
+    for i in range(rows):
+        w = np.float64(weight[i])
+        row = 0.0
+        if kind == Loss.CROSS_ENTROPY:
+            c = labels[i]
+            if c < 0 or c >= k:
+                raise ValueError("cross_entropy label out of range [0, K)")
+            m = pred[i, 0]
+            for j in range(1, k):
+                if pred[i, j] > m or pred[i, j] != pred[i, j]:
+                    m = pred[i, j]
+            s = 0.0
+            for j in range(k):
+                e = np.exp(pred[i, j] - m)
+                dpred[i, j] = e
+                s += np.float64(e)
+            row = math.log(s) - np.float64(pred[i, c] - m)
+            st = T(s)
+            f = T(w / wsum)
+            for j in range(k):
+                g = dpred[i, j] / st
+                if j == c:
+                    g -= one
+                dpred[i, j] = g * f
+        elif kind == Loss.MSE:
+            f = T(2.0 * w / (wsum * k))
+            for j in range(k):
+                d = pred[i, j] - target[i, j]
+                row += np.float64(d) * np.float64(d)
+                dpred[i, j] = d * f
+            row /= k
+        elif kind == Loss.BINARY_CROSS_ENTROPY:
+            f = T(w / (wsum * k))
+            for j in range(k):
+                z = pred[i, j]
+                t = target[i, j]
+                z64 = np.float64(z)
+                row += max(z64, 0.0) - z64 * np.float64(t) + math.log1p(math.exp(-abs(z64)))
+                e = np.exp(-np.abs(z))
+                s = (one if z >= 0 else e) / (one + e)
+                dpred[i, j] = (s - t) * f
+            row /= k
+        else:
+            raise ValueError("unknown loss code")
+        total += w * row
+    return total / wsum
+
+
+@njit(cache=CACHE)
+def _loss_mean(kind, dpred, pred, target, labels, delta):
+    # the unweighted mean (over all elements, or over the rows for cross_entropy)
     rows, k = pred.shape
     T = dpred.dtype.type
     one = T(1.0)
@@ -546,6 +619,90 @@ def _adam_range(params, grads, m, v, hyper, step, lo, hi):
         params[e] = params[e] - step_size * (mm / denom)
 
 
+@njit(cache=CACHE)
+def _rmsprop_range(params, grads, sq, mb, ga, hyper, step, lo, hi):
+    T = params.dtype.type
+    lr, alpha, eps = hyper[Hyper.LR], hyper[Hyper.ALPHA], hyper[Hyper.EPS]
+    wd, momentum = hyper[Hyper.WEIGHT_DECAY], hyper[Hyper.MOMENTUM]
+    centered = hyper[Hyper.CENTERED] != 0.0
+    lr_t, a_t, c_t, eps_t = T(lr), T(alpha), T(1.0 - alpha), T(eps)
+    wd_t, mom_t = T(wd), T(momentum)
+    for e in range(lo, hi):
+        g = grads[e]
+        if wd != 0.0:
+            g = g + wd_t * params[e]
+        v = sq[e] * a_t + c_t * (g * g)
+        sq[e] = v
+        if centered:
+            m = ga[e] + c_t * (g - ga[e])
+            ga[e] = m
+            avg = np.sqrt(v - m * m) + eps_t
+        else:
+            avg = np.sqrt(v) + eps_t
+        if momentum > 0.0:
+            b = mb[e] * mom_t + g / avg
+            mb[e] = b
+            params[e] = params[e] - lr_t * b
+        else:
+            params[e] = params[e] - lr_t * (g / avg)
+
+
+@njit(cache=CACHE)
+def _adagrad_range(params, grads, ssum, hyper, step, lo, hi):
+    T = params.dtype.type
+    lr, lr_decay = hyper[Hyper.LR], hyper[Hyper.LR_DECAY]
+    eps, wd = hyper[Hyper.EPS], hyper[Hyper.WEIGHT_DECAY]
+    clr_t = T(lr / (1.0 + (step - 1) * lr_decay))
+    eps_t, wd_t = T(eps), T(wd)
+    for e in range(lo, hi):
+        g = grads[e]
+        if wd != 0.0:
+            g = g + wd_t * params[e]
+        s = ssum[e] + g * g
+        ssum[e] = s
+        params[e] = params[e] - clr_t * (g / (np.sqrt(s) + eps_t))
+
+
+@njit(cache=CACHE, parallel=True)
+def _rmsprop_par(params, grads, sq, mb, ga, hyper, step):
+    n = params.shape[0]
+    nchunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        _rmsprop_range(params, grads, sq, mb, ga, hyper, step, c * CHUNK,
+                       min(n, (c + 1) * CHUNK))
+
+
+@njit(cache=CACHE, parallel=True)
+def _adagrad_par(params, grads, ssum, hyper, step):
+    n = params.shape[0]
+    nchunks = (n + CHUNK - 1) // CHUNK
+    for c in prange(nchunks):
+        _adagrad_range(params, grads, ssum, hyper, step, c * CHUNK, min(n, (c + 1) * CHUNK))
+
+
+@njit(cache=CACHE)
+def _rmsprop(params, grads, sq, mb, ga, hyper, step, par_min):
+    n = params.shape[0]
+    if sq.shape[0] != n or (hyper[Hyper.MOMENTUM] > 0.0 and mb.shape[0] != n) or (
+            hyper[Hyper.CENTERED] != 0.0 and ga.shape[0] != n):
+        raise ValueError("RMSprop needs state buffers as long as params")
+    if n >= par_min:
+        _rmsprop_par(params, grads, sq, mb, ga, hyper, step)
+    else:
+        _rmsprop_range(params, grads, sq, mb, ga, hyper, step, np.int64(0), n)
+
+
+@njit(cache=CACHE)
+def _adagrad(params, grads, ssum, hyper, step, par_min):
+    n = params.shape[0]
+    if ssum.shape[0] != n:
+        raise ValueError("Adagrad needs a sum buffer as long as params")
+    if n >= par_min:
+        _adagrad_par(params, grads, ssum, hyper, step)
+    else:
+        _adagrad_range(params, grads, ssum, hyper, step, np.int64(0), n)
+
+
 @njit(cache=CACHE, parallel=True)
 def _sgd_par(params, grads, buf, hyper, step):
     n = params.shape[0]
@@ -626,6 +783,19 @@ def sgd_update(params, grads, buf, hyper, step):
 def adam_update(params, grads, m, v, hyper, step):
     # torch.optim.Adam / AdamW (hyper decoupled) on flat buffers (n,); step from 1
     _adam(params, grads, m, v, hyper, step, np.int64(PAR_MIN))
+
+
+@njit(cache=CACHE)
+def rmsprop_update(params, grads, square_avg, momentum_buffer, grad_avg, hyper, step):
+    # torch.optim.RMSprop on flat buffers (n,); the unused buffers may be empty; step from 1
+    _rmsprop(params, grads, square_avg, momentum_buffer, grad_avg, hyper, step,
+             np.int64(PAR_MIN))
+
+
+@njit(cache=CACHE)
+def adagrad_update(params, grads, state_sum, hyper, step):
+    # torch.optim.Adagrad on flat buffers (n,); step from 1
+    _adagrad(params, grads, state_sum, hyper, step, np.int64(PAR_MIN))
 
 
 @njit(cache=CACHE)
@@ -734,8 +904,9 @@ def _backward(ops, fargs, params, grads, acts, dacts, cache, out_off, cache_off,
 
 @njit(cache=CACHE)
 def _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, out_off,
-               cache_off, x, target, labels, seed):
-    # training-mode forward, loss, backward; returns the loss
+               cache_off, x, target, labels, seed, weight, delta):
+    # training-mode forward, loss (weight: per-row sample weights, or empty), backward;
+    # returns the loss
     rows = x.shape[0]
     last = ops.shape[0] - 1
     k = ops[last, Ops.OUT]
@@ -743,14 +914,14 @@ def _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, 
              seed)
     pred = _block(acts, out_off[last], rows, k)
     dpred = _block(dacts, out_off[last], rows, k)
-    loss = loss_forward_backward(loss_kind, dpred, pred, target, labels)
+    loss = loss_forward_backward(loss_kind, dpred, pred, target, labels, weight, delta)
     _backward(ops, fargs, params, grads, acts, dacts, cache, out_off, cache_off, x)
     return loss
 
 
 @njit(cache=CACHE)
 def _commit(ops, fargs, params, grads, state, cache, cache_off, rows, opt_kind, hyper,
-            buf1, buf2, step, par_min):
+            buf1, buf2, buf3, step, par_min):
     # an accepted step: batchnorm running statistics, then the optimizer update
     for i in range(ops.shape[0]):
         if ops[i, Ops.KIND] == Layer.BATCHNORM:
@@ -762,38 +933,56 @@ def _commit(ops, fargs, params, grads, state, cache, cache_off, rows, opt_kind, 
     step[0] += 1
     if opt_kind == Opt.SGD:
         _sgd(params, grads, buf1, hyper, step[0], par_min)
-    else:
+    elif opt_kind == Opt.ADAM:
         _adam(params, grads, buf1, buf2, hyper, step[0], par_min)
+    elif opt_kind == Opt.RMSPROP:
+        _rmsprop(params, grads, buf1, buf2, buf3, hyper, step[0], par_min)
+    elif opt_kind == Opt.ADAGRAD:
+        _adagrad(params, grads, buf1, hyper, step[0], par_min)
+    else:
+        raise ValueError("unknown optimizer code")
 
 
 @njit(cache=CACHE)
 def _train_step(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, out_off,
-                cache_off, x, target, labels, seed, opt_kind, hyper, buf1, buf2, step,
-                clip_norm, par_min):
+                cache_off, x, target, labels, seed, opt_kind, hyper, buf1, buf2, buf3, step,
+                clip_norm, par_min, weight, delta):
     # one step, as Backend.train_step: returns (loss, gradient norm before clipping);
-    # a non-finite loss or norm rejects the step before anything of the model changes
+    # a non-finite loss or norm rejects the step before anything of the model changes;
+    # weights summing to 0 make it a no-op
     loss = _gradients(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache,
-                      out_off, cache_off, x, target, labels, seed)
+                      out_off, cache_off, x, target, labels, seed, weight, delta)
     gnorm = math.sqrt(_sum_squares(grads, par_min))
     if not (math.isfinite(loss) and math.isfinite(gnorm)):
         return loss, gnorm
+    if weight.shape[0] > 0:
+        wsum = 0.0
+        for i in range(weight.shape[0]):
+            wsum += np.float64(weight[i])
+        if not wsum > 0:
+            return loss, gnorm
     if clip_norm > 0 and gnorm > clip_norm:
         scale(grads, clip_norm / (gnorm + 1e-6))  # torch.nn.utils.clip_grad_norm_
     _commit(ops, fargs, params, grads, state, cache, cache_off, x.shape[0], opt_kind, hyper,
-            buf1, buf2, step, par_min)
+            buf1, buf2, buf3, step, par_min)
     return loss, gnorm
 
 
 @njit(cache=CACHE)
 def _train_epoch(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache, out_off,
                  cache_off, X, Y, labels, perm, batch_size, seeds, opt_kind, hyper, buf1,
-                 buf2, step, clip_norm, losses, gnorms, par_min):
-    # minibatches X[perm[k·bs : (k+1)·bs]] in order, rows gathered here into xb / yb;
-    # returns the number of accepted steps (stops at the first rejected one)
+                 buf2, buf3, step, clip_norm, losses, gnorms, par_min, lrs, weights, delta):
+    # minibatches X[perm[k·bs : (k+1)·bs]] in order, rows gathered here into xb / yb
+    # (and their sample weights into wb; weights empty: unweighted); lrs (n_batches,) the
+    # rate of each step (empty: hyper's, constant); returns the number of accepted steps
+    # (stops at the first rejected one)
     n = perm.shape[0]
     n_rows = X.shape[0]
     n_batches = (n + batch_size - 1) // batch_size
     use_labels = loss_kind == Loss.CROSS_ENTROPY
+    weighted = weights.shape[0] > 0
+    wb = np.empty(batch_size if weighted else 0, weights.dtype)
+    h = hyper.copy() if lrs.shape[0] > 0 else hyper  # hyper itself is never written
     xb = np.empty((batch_size, X.shape[1]), X.dtype)
     if use_labels:
         yb = np.empty((0, 0), Y.dtype)
@@ -815,12 +1004,17 @@ def _train_epoch(ops, fargs, loss_kind, params, grads, state, acts, dacts, cache
             else:
                 for j in range(Y.shape[1]):
                     yb[r, j] = Y[src, j]
+            if weighted:
+                wb[r] = weights[src]
         xv = xb[:rows]
         yv = yb[:rows] if not use_labels else yb
         lv = lb[:rows] if use_labels else lb
+        wv = wb[:rows] if weighted else wb
+        if lrs.shape[0] > 0:
+            h[Hyper.LR] = lrs[k]
         loss, gnorm = _train_step(ops, fargs, loss_kind, params, grads, state, acts, dacts,
                                   cache, out_off, cache_off, xv, yv, lv, seeds[k], opt_kind,
-                                  hyper, buf1, buf2, step, clip_norm, par_min)
+                                  h, buf1, buf2, buf3, step, clip_norm, par_min, wv, delta)
         losses[k] = loss
         gnorms[k] = gnorm
         if not (math.isfinite(loss) and math.isfinite(gnorm)):
@@ -853,6 +1047,9 @@ def _blas_info() -> str:
             return (f"{lib.get('internal_api')} {lib.get('version')} "
                     f"{lib.get('architecture')} kernel, {lib.get('num_threads')} threads")
     return "scipy's BLAS"
+
+
+_NO_LRS = np.empty(0, np.float64)  # train_epoch's lrs when the rate is constant
 
 
 def _own(a: np.ndarray) -> np.ndarray:
@@ -891,9 +1088,10 @@ class NumbaBackend(Backend):
     def _activation_backward(self, kind, dinp, dout, inp, out):
         activation_backward(kind, dinp, dout, inp, out)
 
-    def _loss_forward_backward(self, kind, dpred, pred, target):
+    def _loss_forward_backward(self, kind, dpred, pred, target, weight, delta):
         target, labels = self._targets(kind, target, dpred.dtype)
-        return float(loss_forward_backward(kind, dpred, pred, target, labels))
+        return float(loss_forward_backward(kind, dpred, pred, target, labels,
+                                           self._weights(weight, dpred.dtype), delta))
 
     def _batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta, running_mean,
                            running_var, training, eps):
@@ -926,6 +1124,16 @@ class NumbaBackend(Backend):
     def _adam_update(self, params, grads, m, v, hyper, step):
         adam_update(params, grads, m, v, hyper, step)
 
+    def _rmsprop_update(self, params, grads, square_avg, momentum_buffer, grad_avg, hyper,
+                        step):
+        empty = self._empty[params.dtype][1]  # a buffer the configuration never reads
+        rmsprop_update(params, grads, square_avg,
+                       empty if momentum_buffer is None else momentum_buffer,
+                       empty if grad_avg is None else grad_avg, hyper, step)
+
+    def _adagrad_update(self, params, grads, state_sum, hyper, step):
+        adagrad_update(params, grads, state_sum, hyper, step)
+
     def _sum_squares(self, x):
         return float(sum_squares(x))
 
@@ -950,9 +1158,14 @@ class NumbaBackend(Backend):
         self._first_call[f"{name}/{dtype}"] = time.perf_counter() - t0
         return result
 
+    def _weights(self, w, dtype) -> np.ndarray:
+        """Sample weights as the jitted code takes them: empty for None."""
+        return self._empty[dtype][1] if w is None else _own(w)
+
     @staticmethod
     def _opt_arrays(opt: Optimizer):
-        return opt.buf1, opt.buf2 if opt.buf2 is not None else opt.buf1[:0]
+        """buf1, buf2, buf3 (an unused slot is empty: bind allocates every slot)."""
+        return opt.buf1, opt.buf2, opt.buf3
 
     # ------------------------------------------------------------------ drivers
     def _forward(self, plan: Plan, bufs: Buffers, x, training, seed):
@@ -962,32 +1175,36 @@ class NumbaBackend(Backend):
                     training, np.uint64(seed))
         return bufs.out(len(plan.layers) - 1, x.shape[0])
 
-    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed):
+    def _gradients(self, plan: Plan, bufs: Buffers, x, y, seed, weight=None):
         target, labels = self._targets(plan.loss_code, y, plan.dtype)
         return self._timed(
             "gradients", plan.dtype, _gradients, plan.ops, plan.fargs, int(plan.loss_code),
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
-            bufs.out_off, bufs.cache_off, _own(x), target, labels, np.uint64(seed))
+            bufs.out_off, bufs.cache_off, _own(x), target, labels, np.uint64(seed),
+            self._weights(weight, plan.dtype), plan.delta)
 
-    def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed, clip_norm):
+    def _train_step(self, plan: Plan, bufs: Buffers, x, y, opt: Optimizer, seed, clip_norm,
+                    weight=None):
         target, labels = self._targets(plan.loss_code, y, plan.dtype)
-        buf1, buf2 = self._opt_arrays(opt)
+        buf1, buf2, buf3 = self._opt_arrays(opt)
         return self._timed(
             "train_step", plan.dtype, _train_step, plan.ops, plan.fargs, int(plan.loss_code),
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, _own(x), target, labels, np.uint64(seed),
-            int(opt.kind), opt.hyper, buf1, buf2, opt.step, clip_norm, self.par_min)
+            int(opt.kind), opt.hyper, buf1, buf2, buf3, opt.step, clip_norm, self.par_min,
+            self._weights(weight, plan.dtype), plan.delta)
 
     def _train_epoch(self, plan: Plan, bufs: Buffers, X, Y, perm, batch_size, opt: Optimizer,
-                     seeds, clip_norm, losses, gnorms):
+                     seeds, clip_norm, losses, gnorms, lrs=None, weights=None):
         target, labels = self._targets(plan.loss_code, Y, plan.dtype)
-        buf1, buf2 = self._opt_arrays(opt)
+        buf1, buf2, buf3 = self._opt_arrays(opt)
         return self._timed(
             "train_epoch", plan.dtype, _train_epoch, plan.ops, plan.fargs, int(plan.loss_code),
             bufs.params, bufs.grads, bufs.state, bufs.acts, bufs.dacts, bufs.cache,
             bufs.out_off, bufs.cache_off, _own(X), target, labels, _own(perm), batch_size,
-            _own(seeds), int(opt.kind), opt.hyper, buf1, buf2, opt.step, clip_norm, losses, gnorms,
-            self.par_min)
+            _own(seeds), int(opt.kind), opt.hyper, buf1, buf2, buf3, opt.step, clip_norm,
+            losses, gnorms, self.par_min, _NO_LRS if lrs is None else lrs,
+            self._weights(weights, plan.dtype), plan.delta)
 
     # ------------------------------------------------------------------ threads, report
     def set_threads(self, n: int) -> int:

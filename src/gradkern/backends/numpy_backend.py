@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from ..contract import GOLDEN, LEAKY_SLOPE, MASK64, Act, Loss
-from .base import Backend, unpack_adam, unpack_sgd
+from .base import Backend, unpack_adagrad, unpack_adam, unpack_rmsprop, unpack_sgd
 
 try:  # scipy's erf is vectorized; math.erf is the same libm function, one element at a time
     from scipy.special import erf as _erf
@@ -110,8 +110,10 @@ class NumpyBackend(Backend):
         else:
             raise ValueError(f"unknown activation code {kind}")
 
-    # pred, dpred (B, K); target (B, K) or labels (B,)
-    def _loss_forward_backward(self, kind, dpred, pred, target):
+    # pred, dpred (B, K); target (B, K) or labels (B,); weight (B,) or None
+    def _loss_forward_backward(self, kind, dpred, pred, target, weight, delta):
+        if weight is not None:
+            return self._weighted_loss(kind, dpred, pred, target, weight, delta)
         if kind == Loss.MSE:  # mean over all elements
             np.subtract(pred, target, out=dpred)
             loss = float(np.mean(np.square(dpred, dtype=np.float64)))
@@ -137,6 +139,41 @@ class NumpyBackend(Backend):
             dpred *= pred.dtype.type(1.0 / pred.size)
             return loss
         raise ValueError(f"unknown loss code {kind}")
+
+    def _weighted_loss(self, kind, dpred, pred, target, weight, delta):
+        """Σ w_i l_i / Σ w_i over the rows, l_i the row's loss (its mean over K elements,
+        or its NLL); dpred = w_i/Σw · d l_i / d pred. Weights summing to 0: loss 0,
+        dpred 0 (nothing to learn from this batch)."""
+        rows, k = pred.shape
+        wsum = float(np.sum(weight, dtype=np.float64))
+        if not wsum > 0:
+            dpred[...] = 0
+            return 0.0
+        w64 = weight.astype(np.float64)
+        if kind == Loss.CROSS_ENTROPY:
+            shifted = pred - pred.max(axis=1, keepdims=True)
+            np.exp(shifted, out=dpred)
+            sums = dpred.sum(axis=1, keepdims=True)
+            picked = shifted[np.arange(rows), target]
+            per_row = np.log(sums[:, 0].astype(np.float64)) - picked
+            dpred /= sums  # softmax
+            dpred[np.arange(rows), target] -= 1
+            dpred *= (w64 / wsum).astype(pred.dtype)[:, None]
+            return float(np.dot(w64, per_row) / wsum)
+        if kind == Loss.MSE:
+            np.subtract(pred, target, out=dpred)
+            per_row = np.mean(np.square(dpred, dtype=np.float64), axis=1)
+            dpred *= (2.0 * w64 / (wsum * k)).astype(pred.dtype)[:, None]
+        elif kind == Loss.BINARY_CROSS_ENTROPY:
+            z = pred
+            per = np.maximum(z, 0) - z * target + np.log1p(np.exp(-np.abs(z)))
+            per_row = np.mean(per, axis=1, dtype=np.float64)
+            self._activation_forward(Act.SIGMOID, dpred, z)
+            dpred -= target
+            dpred *= (w64 / (wsum * k)).astype(pred.dtype)[:, None]
+        else:
+            raise ValueError(f"unknown loss code {kind}")
+        return float(np.dot(w64, per_row) / wsum)
 
     # out, inp (B, N); gamma, beta, running stats, mean, var, rstd (N,)
     def _batchnorm_forward(self, out, mean, var, rstd, inp, gamma, beta,
@@ -213,6 +250,39 @@ class NumpyBackend(Backend):
         denom = np.sqrt(v) / dt(math.sqrt(bc2))
         denom += dt(eps)
         params -= dt(lr / bc1) * (m / denom)
+
+    def _rmsprop_update(self, params, grads, square_avg, momentum_buffer, grad_avg, hyper,
+                        step):
+        # torch's order: g (+ wd·p); v = alpha·v + (1 - alpha)·g²; centered: grad_avg
+        # lerps toward g and v - grad_avg² is the variance; avg = sqrt(·) + eps
+        lr, alpha, eps, wd, momentum, centered = unpack_rmsprop(hyper)
+        dt = params.dtype.type
+        g = grads + dt(wd) * params if wd else grads
+        square_avg *= dt(alpha)
+        square_avg += dt(1 - alpha) * (g * g)
+        if centered:
+            grad_avg += dt(1 - alpha) * (g - grad_avg)
+            avg = np.sqrt(square_avg - grad_avg * grad_avg)
+        else:
+            avg = np.sqrt(square_avg)
+        avg += dt(eps)
+        if momentum > 0:
+            momentum_buffer *= dt(momentum)
+            momentum_buffer += g / avg
+            params -= dt(lr) * momentum_buffer
+        else:
+            params -= dt(lr) * (g / avg)
+
+    def _adagrad_update(self, params, grads, state_sum, hyper, step):
+        # clr = lr / (1 + (step - 1)·lr_decay); sum += g²; p -= clr·g / (sqrt(sum) + eps)
+        lr, lr_decay, wd, eps = unpack_adagrad(hyper)
+        dt = params.dtype.type
+        g = grads + dt(wd) * params if wd else grads
+        clr = lr / (1 + (step - 1) * lr_decay)
+        state_sum += g * g
+        std = np.sqrt(state_sum)
+        std += dt(eps)
+        params -= dt(clr) * (g / std)
 
 
     def _sum_squares(self, x):
