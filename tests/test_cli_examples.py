@@ -50,8 +50,9 @@ def test_train_command_csv_and_errors(capsys, tmp_path):
     assert main(["train", "--backend", "gpu", "--epochs", "1"]) == 2
 
 
-def test_demo_command_prints_table(capsys):
-    assert main(["demo", "--epochs", "2", "--quiet"]) == 0
+def test_demo_command_prints_table(capsys, tmp_path):
+    # the scikit-learn and PyTorch rows and the plot: tests/test_demo.py
+    assert main(["demo", "--epochs", "2", "--quiet", "--no-compare", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| backend" in out and "speed vs numpy" in out
     for name in gk.backends.available():

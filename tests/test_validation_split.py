@@ -105,3 +105,23 @@ def test_regression_split_too_small_is_refused(backend):
     X = np.ones((3, 4))
     with pytest.raises(ValueError, match="of 3 rows leaves no validation rows"):
         model.fit(X, np.zeros(3), epochs=1, validation_split=0.1, progress=False)
+
+
+def test_train_command_early_stops_on_a_split_of_the_training_rows(capsys):
+    from gradkern.cli import main
+
+    assert main(["train", "--data", "iris", "--hidden", "8", "--epochs", "300", "--patience",
+                 "3", "--lr", "0.01", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "on val_loss of a 0.1 split of the training rows" in out
+    assert "the 30 test rows are used only for the test figures" in out
+    test_line = next(line for line in out.splitlines() if line.startswith("test: "))
+    acc = float(test_line.split("accuracy ")[1].split()[0])
+    # the same run in process: the test split played no part in it
+    d = gk.datasets.load("iris")
+    model = gk.MLP([4, 8, 3], loss="cross_entropy", seed=0)
+    h = model.fit(d.X_train, d.y_train, epochs=300, batch_size=64,
+                  optimizer=gk.optim.Adam(lr=0.01), validation_split=0.1, early_stopping=3,
+                  progress=False)
+    assert h.stopped_early and f"early stop after epoch {h.epochs_run}:" in out
+    assert model.evaluate(d.X_test, d.y_test)["accuracy"] == pytest.approx(acc, abs=5e-5)

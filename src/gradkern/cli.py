@@ -15,6 +15,7 @@ import numpy as np
 
 from ._args import int_list
 from ._markdown import table as _table
+from .contract import Loss, names
 
 DEMO_SIZES = [256, 128]  # hidden layers of the demo model
 DEMO_EPOCHS = 30
@@ -47,6 +48,7 @@ def run_guarded(func, *args) -> int:
     (2 bad input, 1 divergence or no memory, 130 Ctrl-C). Any other exception is a bug and
     keeps its traceback; GRADKERN_DEBUG=1 shows the traceback of every one."""
     from .checkpoint import CheckpointError
+    from .distributed import DistributedError
     from .model import TrainingDiverged
 
     try:
@@ -57,11 +59,11 @@ def run_guarded(func, *args) -> int:
         print("gradkern: interrupted", file=sys.stderr, flush=True)
         return 130
     except (CheckpointError, TrainingDiverged, MemoryError, ValueError, TypeError, OSError,
-            ImportError) as exc:
+            ImportError, DistributedError) as exc:
         if _debug():
             raise
         print(f"gradkern: error: {describe(exc)}", file=sys.stderr, flush=True)
-        return 1 if isinstance(exc, (TrainingDiverged, MemoryError)) else 2
+        return 1 if isinstance(exc, (TrainingDiverged, MemoryError, DistributedError)) else 2
 
 
 def _probe(directory: Path, option: str, path) -> None:
@@ -189,7 +191,9 @@ def _build_parser_train(sub) -> None:
     p.add_argument("--hidden", type=int_list, default=(256, 128),
                    help="hidden layer sizes, comma-separated (default 256,128)")
     p.add_argument("--activation", default="relu")
-    p.add_argument("--loss", default=None, help="default: inferred from the task")
+    p.add_argument("--loss", default=None, choices=list(names(Loss)),
+                   help="default: inferred from the task")
+    p.add_argument("--huber-delta", type=float, default=1.0, help="the huber loss's delta")
     p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--optimizer", default="adam",
@@ -213,6 +217,10 @@ def _build_parser_train(sub) -> None:
                         "split is only used for the final test figures")
     p.add_argument("--save", default=None, help="write the trained model to this path")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI, as `mpirun -n K gradkern train ... "
+                        "--distributed`: --batch-size rows per rank and step (see "
+                        "docs/distributed.md); rank 0 alone prints and saves")
     p.set_defaults(func=cmd_train)
 
 
@@ -234,6 +242,12 @@ def _make_optimizer(name: str, lr: float | None, momentum: float, weight_decay: 
 
 def cmd_train(args) -> int:
     import gradkern as gk
+
+    comm = None
+    if args.distributed:
+        from .distributed import world
+
+        comm = world()
 
     if args.save:  # before any work: a run must not end in a path it cannot write
         writable_file(args.save, "--save")
@@ -265,7 +279,7 @@ def cmd_train(args) -> int:
                           min(args.batch_size, len(data.X_train)))
     model = gk.MLP(sizes, activation=args.activation,
                    loss=loss, dtype=args.dtype, backend=args.backend, seed=args.seed,
-                   batchnorm=args.batchnorm, dropout=args.dropout)
+                   batchnorm=args.batchnorm, dropout=args.dropout, huber_delta=args.huber_delta)
     opt = _make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
     print(f"data: {data}\nmodel: {model}\noptimizer: {opt!r}")
     if split is not None:
@@ -285,7 +299,7 @@ def cmd_train(args) -> int:
                             batch_size=args.batch_size, optimizer=opt,
                             validation_split=split,
                             early_stopping=args.patience, progress=False,
-                            on_epoch=None if args.quiet else show)
+                            on_epoch=None if args.quiet else show, comm=comm)
     if history.stopped_early:
         print(f"early stop after epoch {history.epochs_run}: best epoch {history.best_epoch}")
     seconds = time.perf_counter() - t0
@@ -294,7 +308,7 @@ def cmd_train(args) -> int:
     print(f"\ntest: {figures}   ({history.epochs_run} epochs, {seconds:.2f} s, "
           f"backend {model.backend_name}; {len(data.X_test)} test rows, never trained or "
           "tuned on)")
-    if args.save:
+    if args.save and (comm is None or comm.Get_rank() == 0):
         model.save(args.save, preprocessing=preprocessing)
         print(f"saved to {args.save} (with its preprocessing: gradkern predict --model "
               f"{args.save} --data FILE)")
@@ -371,9 +385,102 @@ def cmd_predict(args) -> int:
 
 
 # ------------------------------------------------------------------------- demo
+def _demo_sklearn(data, epochs: int, seed: int) -> dict:
+    """scikit-learn's MLPClassifier on the demo task: same hidden sizes, Adam (lr 1e-3,
+    no L2: alpha=0), batch 64, `epochs` epochs exactly (tol=0 and n_iter_no_change=epochs:
+    it never stops early; its ConvergenceWarning for running them all is expected)."""
+    import warnings
+
+    import sklearn
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=tuple(DEMO_SIZES), solver="adam",
+                        learning_rate_init=1e-3, alpha=0.0, batch_size=64, max_iter=epochs,
+                        tol=0.0, n_iter_no_change=epochs, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        t0 = time.perf_counter()
+        clf.fit(data.X_train, data.y_train)
+        total = time.perf_counter() - t0
+    return {"backend": f"scikit-learn {sklearn.__version__} MLPClassifier",
+            "test_accuracy": float(clf.score(data.X_test, data.y_test)),
+            "seconds_per_epoch": total / clf.n_iter_, "first_call_seconds": None,
+            "max_grad_diff": None, "curve": [float(v) for v in clf.loss_curve_],
+            "timing": "mean (fit / epochs)"}
+
+
+def _demo_torch(data, sizes: list[int], epochs: int, seed: int, weights, xb, yb,
+                ref_grads) -> dict:
+    """PyTorch eager on the demo task: the same network with the same initial weights,
+    Adam lr 1e-3, batch 64, the data in the same order each epoch as our models draw it."""
+    import torch
+
+    def build():
+        layers = []
+        for i, (W, b) in enumerate(weights):
+            lin = torch.nn.Linear(W.shape[0], W.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(W.T.copy()))
+                lin.bias.copy_(torch.from_numpy(b.copy()))
+            layers.append(lin)
+            if i < len(weights) - 1:
+                layers.append(torch.nn.ReLU())
+        return torch.nn.Sequential(*layers)
+
+    X = torch.from_numpy(np.ascontiguousarray(data.X_train, dtype=np.float32))
+    y = torch.from_numpy(data.y_train.astype(np.int64))
+    lossf = torch.nn.CrossEntropyLoss()
+
+    def epoch(net, opt, perm) -> float:
+        total = 0.0
+        for s in range(0, len(perm), 64):
+            idx = torch.from_numpy(perm[s : s + 64])
+            opt.zero_grad()
+            loss = lossf(net(X[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(idx)
+        return total / len(perm)
+
+    t0 = time.perf_counter()  # first call, as for our backends: a fresh net, 128 rows
+    warm = build()
+    epoch(warm, torch.optim.Adam(warm.parameters(), lr=1e-3), np.arange(128))
+    first = time.perf_counter() - t0
+    net = build()
+    net.zero_grad()
+    lossf(net(torch.from_numpy(np.asarray(xb, dtype=np.float32))),
+          torch.from_numpy(yb.astype(np.int64))).backward()
+    lins = [m for m in net if isinstance(m, torch.nn.Linear)]
+    flat = np.concatenate([np.concatenate([m.weight.grad.numpy().T.ravel(),
+                                           m.bias.grad.numpy().ravel()]) for m in lins])
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    rng = np.random.default_rng(seed)  # the order our models draw: permutation, then seeds
+    curve, secs = [], []
+    n = len(data.X_train)
+    for _ in range(epochs):
+        perm = rng.permutation(n)
+        rng.integers(0, 2**64, size=-(-n // 64), dtype=np.uint64)  # our dropout seeds
+        t0 = time.perf_counter()
+        curve.append(epoch(net, opt, perm))
+        secs.append(time.perf_counter() - t0)
+    with torch.no_grad():
+        pred = net(torch.from_numpy(np.asarray(data.X_test, dtype=np.float32))).argmax(1)
+    return {"backend": f"PyTorch {torch.__version__} (eager, {torch.get_num_threads()} "
+                       "threads)",
+            "test_accuracy": float((pred.numpy() == data.y_test).mean()),
+            "seconds_per_epoch": float(np.median(secs)), "first_call_seconds": first,
+            "max_grad_diff": float(np.max(np.abs(flat - ref_grads))), "curve": curve,
+            "timing": "median"}
+
+
 def demo_table(epochs: int = DEMO_EPOCHS, backends: list[str] | None = None, seed: int = 0,
-               progress: bool = True) -> tuple[list[dict], str]:
-    """Train the demo model on digits with each backend; rows of figures and the table."""
+               progress: bool = True, compare: bool = True) -> tuple[list[dict], str]:
+    """Train the demo model on digits with each backend, then (compare=True) with
+    scikit-learn's MLPClassifier and, when installed, PyTorch, all in this run; rows of
+    figures (each with its learning curve, the mean training loss per epoch) and the table."""
+    import importlib.util
+
     import gradkern as gk
 
     data = gk.datasets.load("digits", seed=seed)
@@ -383,6 +490,7 @@ def demo_table(epochs: int = DEMO_EPOCHS, backends: list[str] | None = None, see
     xb, yb = data.X_train[:64], data.y_train[:64]
     ref_grads = None
     results = []
+    weights0 = None
     for name in names:
         # first call on a fresh model: includes any JIT compilation or lazy loading
         warm = gk.MLP(sizes, loss="cross_entropy", backend=name, seed=seed)
@@ -392,6 +500,7 @@ def demo_table(epochs: int = DEMO_EPOCHS, backends: list[str] | None = None, see
         first_call = time.perf_counter() - t0
 
         model = gk.MLP(sizes, loss="cross_entropy", backend=name, seed=seed)
+        weights0 = model.get_weights()
         _, grads = model.gradients(xb, yb)
         flat = np.concatenate([np.concatenate([a.ravel(), b.ravel()]) for a, b in grads])
         if ref_grads is None:
@@ -405,23 +514,63 @@ def demo_table(epochs: int = DEMO_EPOCHS, backends: list[str] | None = None, see
         results.append({"backend": name, "test_accuracy": ev["accuracy"],
                         "test_loss": ev["loss"], "seconds_per_epoch": sec,
                         "first_call_seconds": first_call,
-                        "max_grad_diff": float(np.max(np.abs(flat - ref_grads)))})
+                        "max_grad_diff": float(np.max(np.abs(flat - ref_grads))),
+                        "curve": list(h["loss"]), "timing": "median"})
+    if compare and importlib.util.find_spec("sklearn") is not None:
+        if progress:
+            print("training scikit-learn's MLPClassifier ...", flush=True)
+        results.append(_demo_sklearn(data, epochs, seed))
+    if compare and importlib.util.find_spec("torch") is not None and weights0 is not None:
+        if progress:
+            print("training PyTorch ...", flush=True)
+        results.append(_demo_torch(data, sizes, epochs, seed, weights0, xb, yb, ref_grads))
     base = next((r["seconds_per_epoch"] for r in results if r["backend"] == "numpy"), None)
     rows = []
+
+    def fmt(v, spec):
+        return "n/a" if v is None else format(v, spec)
+
     for r in results:
         speed = f"{base / r['seconds_per_epoch']:.1f}×" if base else "n/a"
         r["speed_vs_numpy"] = base / r["seconds_per_epoch"] if base else None
-        rows.append([r["backend"], f"{r['test_accuracy']:.4f}",
-                     f"{r['seconds_per_epoch'] * 1e3:.1f}", speed,
-                     f"{r['first_call_seconds']:.2f}", f"{r['max_grad_diff']:.2e}"])
+        ms = f"{r['seconds_per_epoch'] * 1e3:.1f}" + (" (mean)" if r["timing"] != "median"
+                                                     else "")
+        rows.append([r["backend"], f"{r['test_accuracy']:.4f}", ms, speed,
+                     fmt(r["first_call_seconds"], ".2f"), fmt(r["max_grad_diff"], ".2e")])
     table = _table(["backend", "test accuracy", "ms/epoch (median)", "speed vs numpy",
                     "first call s (incl. compile)", f"max |grad − {names[0]}| (one batch)"], rows)
     return results, table
 
 
+def plot_curves(results: list[dict], path) -> None:
+    """The learning curves (mean training loss per epoch) of every engine, one PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = ["-", "--", ":", "-."]
+    for i, r in enumerate(results):
+        ax.plot(np.arange(1, len(r["curve"]) + 1), r["curve"], styles[i % len(styles)],
+                marker="o", markersize=3, label=r["backend"])
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (cross-entropy, mean over the epoch)")
+    ax.set_title(f"digits, MLP {[64, *DEMO_SIZES, 10]}, Adam lr 1e-3, batch 64")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def cmd_demo(args) -> int:
+    import importlib.util
+
     import gradkern as gk
 
+    out = writable_dir(args.out, "--out") if args.out else None  # before any work
     if args.threads:
         gk.set_threads(args.threads)
     print(f"gradkern {gk.__version__} demo: MLP {[64, *DEMO_SIZES, 10]} (relu, cross_entropy, "
@@ -430,10 +579,28 @@ def cmd_demo(args) -> int:
     for name, state in status.items():
         if state != "available":
             print(f"  backend {name}: not available ({state})")
+    for mod, what in (("sklearn", "scikit-learn"), ("torch", "PyTorch")):
+        if not args.no_compare and importlib.util.find_spec(mod) is None:
+            print(f"  {what}: not installed, no row")
     backends = args.backends.split(",") if args.backends else None
-    _, table = demo_table(epochs=args.epochs, backends=backends, progress=not args.quiet)
+    results, table = demo_table(epochs=args.epochs, backends=backends, progress=not args.quiet,
+                                compare=not args.no_compare)
     print()
     print(table)
+    print("\nEvery row trained in this run on the same split. PyTorch starts from the first "
+          "backend's initial weights and sees the rows in the same order; scikit-learn "
+          "initializes and shuffles by its own rule (alpha=0, tol=0: all epochs run); its "
+          "ms/epoch is its fit time over the epochs.")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "demo.md").write_text(table + "\n", encoding="utf-8")
+        written = [out / "demo.md"]
+        if importlib.util.find_spec("matplotlib") is not None:
+            plot_curves(results, out / "learning_curves.png")
+            written.append(out / "learning_curves.png")
+        else:
+            print("matplotlib is not installed: no learning-curve plot")
+        print("\nwrote " + ", ".join(str(p) for p in written))
     return 0
 
 
@@ -457,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=None, help="comma-separated (default: all available)")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--out", default="gradkern-demo",
+                   help="folder for demo.md (the table) and learning_curves.png "
+                        "(default: gradkern-demo; '' writes nothing)")
+    p.add_argument("--no-compare", action="store_true",
+                   help="only gradkern's backends: no scikit-learn or PyTorch rows")
     p.set_defaults(func=cmd_demo)
 
     _build_parser_train(sub)
