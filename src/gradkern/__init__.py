@@ -8,6 +8,7 @@
 import sys as _sys
 
 from . import backends, datasets, lr_scheduler, optim
+from .callbacks import Callback, CSVLogger, ModelCheckpoint
 from .checkpoint import CheckpointError
 from .errors import TrainingDiverged
 from .layers import (
@@ -44,7 +45,8 @@ def __getattr__(name):  # MLPClassifier, MLPRegressor: import scikit-learn (~1 s
 
 
 __all__ = [
-    "ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "Buffers", "CheckpointError", "Dense",
+    "ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "Buffers", "CSVLogger", "Callback",
+    "CheckpointError", "Dense", "ModelCheckpoint",
     "Dropout", "EarlyStopping", "GELU", "History", "Identity", "LeakyReLU", "MLP", "MLPClassifier",
     "MLPRegressor", "Plan", "ReLU", "Sequential", "SiLU", "Sigmoid", "Tanh", "TrainingDiverged",
     "backends", "datasets", "get_threads", "load", "load_checkpoint", "optim", "set_threads",

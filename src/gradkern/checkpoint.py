@@ -553,7 +553,7 @@ def _check_optimizer_values(path, tensors: dict, step: int | None = None,
                             kind: int | None = None) -> None:
     """Finite state (momentum, moments, averages, sums: contract.OPT_STATE of `kind`);
     the sums and averages of squares not negative; a sane step."""
-    meaning = dict(zip(OPT_SLOTS, OPT_STATE.get(kind, ())))
+    meaning = dict(zip(OPT_SLOTS, OPT_STATE.get(kind, ()), strict=False))
     for slot in OPT_SLOTS:
         v = tensors.get(f"optim.{slot}")
         if v is None:
@@ -622,7 +622,7 @@ def _check_training(path, training, rng_like: np.random.Generator | None) -> tup
     if not isinstance(training, dict):
         raise CheckpointError(f"{path}: training state is {type(training).__name__}, "
                               "not an object")
-    keys = {"epoch", "step", "rng", "history"} | ({"extra"} & set(training))
+    keys = {"epoch", "step", "rng", "history"} | ({EXTRA} & set(training))
     if set(training) != keys:
         missing, extra = sorted(keys - set(training)), sorted(set(training) - keys)
         raise CheckpointError(f"{path}: training state is malformed: missing {missing}, "
@@ -715,15 +715,18 @@ def load_checkpoint(path, build, with_optimizer: bool = False, with_training: bo
 
 
 # ------------------------------------------------------------- resumable training
+EXTRA = "scheduler_and_callbacks"  # the training state's key for _TrainState.save()
+
+
 def save_training(model, optimizer, path, epoch: int, history: dict, extra=None) -> None:
     """A checkpoint fit can resume from: model, optimizer state, data order, position.
     extra (the trainer's _TrainState): the scheduler's and callbacks' positions, as
-    training['extra'] and tensors 'callbacks.*'."""
+    training[EXTRA] and tensors 'callbacks.*'."""
     training = {"epoch": int(epoch), "step": int(optimizer.step[0]),
                 "rng": model.rng.bit_generator.state, "history": history}
     arrays = None
     if extra is not None:
-        training["extra"], arrays = extra.save()
+        training[EXTRA], arrays = extra.save()
     save_model(model, path, optimizer=optimizer, training=training, extra_tensors=arrays)
 
 
@@ -760,7 +763,7 @@ def restore_training(model, optimizer, path, extra=None) -> tuple[int, dict]:
     key = (model.plan.n_params, np.dtype(model.dtype))
     optimizer.check_bindable(*key)  # what bind would refuse, before anything moves
     expected = expected_tensors(model, optimizer)
-    saved_extra = training.get("extra")
+    saved_extra = training.get(EXTRA)
     if extra is not None:
         try:
             expected.update(extra.expected(saved_extra))
