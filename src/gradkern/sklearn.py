@@ -49,6 +49,11 @@ gradients, step for step, for SGD):
 - ``coefs_`` and ``intercepts_`` are copies of the model's weights in scikit-learn's layout
   (``coefs_[i]`` is (n_in, n_out)): changing the arrays in place does not change the model;
   assigning a whole list (``clf.coefs_ = [...]``) writes it into the model.
+- ``early_stopping=True`` holds out ``validation_fraction`` of the rows as scikit-learn does
+  (``train_test_split`` with the estimator's ``random_state``; scored by accuracy / R² each
+  epoch, stopped after ``n_iter_no_change`` epochs without a ``tol`` improvement, the best
+  weights restored), stratified by class for binary and also for multiclass targets
+  (scikit-learn stratifies single-output targets only; multi-label is not stratified).
 - A fit that fails (bad input, a diverged step) leaves the estimator exactly as it was.
 - The estimators pickle, deep-copy and go through joblib on every backend: the model is
   stored as its architecture, weights and generator state and rebuilt (with its backend) on
