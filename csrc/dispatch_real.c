@@ -93,6 +93,25 @@ int F(gk_adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads, const d
     return GK_OK;
 }
 
+int F(gk_rmsprop_update)(REAL *params, REAL *square_avg, REAL *momentum_buffer, REAL *grad_avg,
+                         const REAL *grads, const double *hyper, int64_t step, int64_t P)
+{
+    if (step < 1 || P < 0 || !square_avg) return GK_ERR_SHAPE;
+    if ((hyper[GK_H_MOMENTUM] > 0 && !momentum_buffer) || (hyper[GK_H_CENTERED] != 0 && !grad_avg))
+        return GK_ERR_SHAPE;
+    F(kern)()->rmsprop_update(params, square_avg, momentum_buffer, grad_avg, grads, hyper, step,
+                              P);
+    return GK_OK;
+}
+
+int F(gk_adagrad_update)(REAL *params, REAL *state_sum, const REAL *grads, const double *hyper,
+                         int64_t step, int64_t P)
+{
+    if (step < 1 || P < 0 || !state_sum) return GK_ERR_SHAPE;
+    F(kern)()->adagrad_update(params, state_sum, grads, hyper, step, P);
+    return GK_OK;
+}
+
 double F(gk_fma_loop)(int64_t iters, int threads)
 {
     double flops = 0;

@@ -212,6 +212,10 @@ static void read_env(void)
                            int64_t step, int64_t n);                                          \
         void (*adam_update)(T *params, T *m, T *v, const T *grads, const double *hyper,      \
                             int64_t step, int64_t n);                                         \
+        void (*rmsprop_update)(T *params, T *sq, T *mb, T *ga, const T *grads,               \
+                               const double *hyper, int64_t step, int64_t n);                 \
+        void (*adagrad_update)(T *params, T *sum, const T *grads, const double *hyper,       \
+                               int64_t step, int64_t n);                                      \
         double (*fma_loop)(int64_t iters);                                                   \
     }
 typedef GK_KERNELS(float) gk_kernels_f32;

@@ -9,7 +9,7 @@
 
 static const GK_CAT2(gk_kernels, DT_NAME) G(kernels) = {
     MR, NR, KC, G(work), G(gemm), G(sum_squares), G(scale), G(sgd_update), G(adam_update),
-    G(fma_loop),
+    G(rmsprop_update), G(adagrad_update), G(fma_loop),
 };
 
 #pragma GCC pop_options

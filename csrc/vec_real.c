@@ -99,6 +99,59 @@ static void G(adam_range)(REAL *params, REAL *m, REAL *v, const REAL *grads,
     }
 }
 
+/* torch.optim.RMSprop: g = grad + wd·p; sq = alpha·sq + (1 - alpha)·g²; centered:
+   ga = ga + (1 - alpha)·(g - ga), avg = sqrt(sq - ga²) + eps, else avg = sqrt(sq) + eps;
+   momentum: mb = mom·mb + g/avg, p -= lr·mb; else p -= lr·(g/avg).
+   mb and ga are read only when momentum > 0 and centered (they may be NULL otherwise). */
+static void G(rmsprop_range)(REAL *params, REAL *sq, REAL *mb, REAL *ga, const REAL *grads,
+                             const double *hyper, int64_t step, int64_t lo, int64_t hi)
+{
+    REAL lr = (REAL)hyper[GK_H_LR], alpha = (REAL)hyper[GK_H_ALPHA];
+    REAL one_a = (REAL)(1.0 - hyper[GK_H_ALPHA]), eps = (REAL)hyper[GK_H_EPS];
+    REAL wd = (REAL)hyper[GK_H_WEIGHT_DECAY], mom = (REAL)hyper[GK_H_MOMENTUM];
+    int has_wd = hyper[GK_H_WEIGHT_DECAY] != 0, has_mom = hyper[GK_H_MOMENTUM] > 0;
+    int centered = hyper[GK_H_CENTERED] != 0;
+    (void)step;
+    for (int64_t i = lo; i < hi; i++) {
+        REAL g = grads[i];
+        if (has_wd) g = g + wd * params[i];
+        REAL v = sq[i] * alpha + one_a * (g * g);
+        sq[i] = v;
+        REAL avg;
+        if (centered) {
+            REAL m = ga[i] + one_a * (g - ga[i]);
+            ga[i] = m;
+            avg = SQRT(v - m * m) + eps;
+        } else {
+            avg = SQRT(v) + eps;
+        }
+        if (has_mom) {
+            REAL b = mb[i] * mom + g / avg;
+            mb[i] = b;
+            params[i] = params[i] - lr * b;
+        } else {
+            params[i] = params[i] - lr * (g / avg);
+        }
+    }
+}
+
+/* torch.optim.Adagrad: g = grad + wd·p; sum += g²; p -= clr·g/(sqrt(sum) + eps) with
+   clr = lr / (1 + (step - 1)·lr_decay) */
+static void G(adagrad_range)(REAL *params, REAL *sum, const REAL *grads, const double *hyper,
+                             int64_t step, int64_t lo, int64_t hi)
+{
+    REAL clr = (REAL)(hyper[GK_H_LR] / (1.0 + (double)(step - 1) * hyper[GK_H_LR_DECAY]));
+    REAL eps = (REAL)hyper[GK_H_EPS], wd = (REAL)hyper[GK_H_WEIGHT_DECAY];
+    int has_wd = hyper[GK_H_WEIGHT_DECAY] != 0;
+    for (int64_t i = lo; i < hi; i++) {
+        REAL g = grads[i];
+        if (has_wd) g = g + wd * params[i];
+        REAL s = sum[i] + g * g;
+        sum[i] = s;
+        params[i] = params[i] - clr * (g / (SQRT(s) + eps));
+    }
+}
+
 /* run body(lo, hi) over [0, n): directly when small, else in GK_SUM_PARTS chunks handed
    out dynamically to the threads (elementwise, so the split changes no result) */
 #define GK_STREAM(n, body)                                                     \
@@ -133,6 +186,18 @@ static void G(adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads,
                            const double *hyper, int64_t step, int64_t n)
 {
     GK_STREAM(n, G(adam_range)(params, m, v, grads, hyper, step, lo, hi));
+}
+
+static void G(rmsprop_update)(REAL *params, REAL *sq, REAL *mb, REAL *ga, const REAL *grads,
+                              const double *hyper, int64_t step, int64_t n)
+{
+    GK_STREAM(n, G(rmsprop_range)(params, sq, mb, ga, grads, hyper, step, lo, hi));
+}
+
+static void G(adagrad_update)(REAL *params, REAL *sum, const REAL *grads, const double *hyper,
+                              int64_t step, int64_t n)
+{
+    GK_STREAM(n, G(adagrad_range)(params, sum, grads, hyper, step, lo, hi));
 }
 
 #undef GK_STREAM

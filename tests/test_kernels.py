@@ -34,7 +34,8 @@ def test_every_kernel_has_cases_around_the_tiles():
     names = {k.name for k in KERNELS}
     assert {"matmul_forward", "matmul_backward", "activation_forward", "activation_backward",
             "loss_forward_backward", "batchnorm_forward", "batchnorm_backward",
-            "batchnorm_update_running", "dropout", "sgd_update", "adam_update"} == names
+            "batchnorm_update_running", "dropout", "sgd_update", "adam_update",
+            "rmsprop_update", "adagrad_update"} == names
     if "c" in gk.backends.available():
         c = gk.backends.get("c")
         for dtype in ("float32", "float64"):

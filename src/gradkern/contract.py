@@ -43,13 +43,17 @@ class Loss(IntEnum):
     MSE = 0
     CROSS_ENTROPY = 1
     BINARY_CROSS_ENTROPY = 2
+    L1 = 3     # torch.nn.L1Loss: mean |pred - target|; its gradient at 0 is 0
+    HUBER = 4  # torch.nn.HuberLoss(delta): the plan's delta (Plan.delta)
 
 
 class Opt(IntEnum):
     """Optimizer kinds: `Optimizer.kind`."""
 
     SGD = 0
-    ADAM = 1
+    ADAM = 1      # Adam and AdamW (Hyper.DECOUPLED)
+    RMSPROP = 2
+    ADAGRAD = 3
 
 
 class Ops(IntEnum):
@@ -88,6 +92,25 @@ class Hyper(IntEnum):
     BETA2 = 6
     EPS = 7
     DECOUPLED = 8  # 0 or 1: AdamW's decoupled weight decay
+    ALPHA = 9      # RMSprop's smoothing constant
+    CENTERED = 10  # 0 or 1: RMSprop divides by the centered second moment
+    LR_DECAY = 11  # Adagrad: lr / (1 + (step - 1) * lr_decay)
+    INITIAL_ACCUMULATOR_VALUE = 12  # Adagrad: where its sum of squares starts
+
+
+# The state each optimizer keeps in `Optimizer.buf1`, `buf2`, `buf3`, by the names
+# torch.optim's state_dict gives it. A slot an optimizer's configuration does not use is
+# empty (SGD's momentum_buffer without momentum is allocated anyway; RMSprop's
+# momentum_buffer without momentum and its grad_avg unless centered are not).
+OPT_STATE: dict[Opt, tuple[str, ...]] = {
+    Opt.SGD: ("momentum_buffer",),
+    Opt.ADAM: ("exp_avg", "exp_avg_sq"),
+    Opt.RMSPROP: ("square_avg", "momentum_buffer", "grad_avg"),
+    Opt.ADAGRAD: ("sum",),
+}
+OPT_SLOTS = ("buf1", "buf2", "buf3")
+# state that is a sum or average of squares: never negative (a checkpoint is checked)
+OPT_NONNEGATIVE = frozenset({"exp_avg_sq", "square_avg", "sum"})
 
 
 class Err(IntEnum):
@@ -138,7 +161,8 @@ def code(enum: type[IntEnum], name: str, what: str) -> int:
 C_PREFIX = {Layer: "GK_", Act: "GK_", Loss: "GK_", Opt: "GK_", Ops: "GK_K_",
             Fargs: "GK_F_", Hyper: "GK_H_", Err: "GK_ERR_", Isa: "GK_ISA_"}
 C_COUNTS = {"GK_OPS_COLS": OPS_COLS, "GK_FARGS_COLS": FARGS_COLS, "GK_HYPER_COLS": HYPER_COLS,
-            "GK_N_ACTS": len(Act), "GK_N_LOSSES": len(Loss), "GK_N_LAYERS": len(Layer)}
+            "GK_N_ACTS": len(Act), "GK_N_LOSSES": len(Loss), "GK_N_LAYERS": len(Layer),
+            "GK_N_OPTS": len(Opt)}
 C_FLOATS = {"GK_LEAKY": LEAKY_SLOPE}
 C_U64 = {"GK_GOLDEN": GOLDEN, "GK_LAYER_MIX": LAYER_MIX}
 

@@ -394,6 +394,13 @@ def _loss_weighted(kind, dpred, pred, target, labels, weight, delta):
                 s = (one if z >= 0 else e) / (one + e)
                 dpred[i, j] = (s - t) * f
             row /= k
+        elif kind == Loss.L1 or kind == Loss.HUBER:
+            f = T(w / (wsum * k))
+            for j in range(k):
+                d = pred[i, j] - target[i, j]
+                row += _robust1(kind, d, delta)
+                dpred[i, j] = _drobust1(kind, d, T(delta), one) * f
+            row /= k
         else:
             raise ValueError("unknown loss code")
         total += w * row
@@ -450,7 +457,33 @@ def _loss_mean(kind, dpred, pred, target, labels, delta):
                 s = (one if z >= 0 else e) / (one + e)
                 dpred[i, j] = (s - t) * factor
         return total / (rows * k)
+    if kind == Loss.L1 or kind == Loss.HUBER:  # mean over all elements
+        factor = T(1.0 / (rows * k))
+        for i in range(rows):
+            for j in range(k):
+                d = pred[i, j] - target[i, j]
+                total += _robust1(kind, d, delta)
+                dpred[i, j] = _drobust1(kind, d, T(delta), one) * factor
+        return total / (rows * k)
     raise ValueError("unknown loss code")
+
+
+@njit(cache=CACHE)
+def _robust1(kind, d, delta):
+    # the l1 / huber loss of one difference d, in float64 (NaN takes huber's linear branch)
+    a = abs(np.float64(d))
+    if kind == Loss.L1:
+        return a
+    return 0.5 * a * a if a < delta else delta * (a - 0.5 * delta)
+
+
+@njit(cache=CACHE)
+def _drobust1(kind, d, dl, one):
+    # its gradient, in d's dtype (dl = delta and one of that dtype): l1 sign(d) (0 at 0,
+    # NaN stays NaN); huber d clipped to [-delta, delta] (NaN stays NaN)
+    if kind == Loss.L1:
+        return one if d > 0 else (-one if d < 0 else d * (one - one))
+    return dl if d > dl else (-dl if d < -dl else d)
 
 
 # ---- batch normalization --------------------------------------------------------------

@@ -138,7 +138,30 @@ class NumpyBackend(Backend):
             dpred -= target
             dpred *= pred.dtype.type(1.0 / pred.size)
             return loss
+        if kind in (Loss.L1, Loss.HUBER):  # mean over all elements
+            per = self._robust(kind, dpred, pred, target, delta)
+            loss = float(np.mean(per))
+            dpred *= pred.dtype.type(1.0 / pred.size)
+            return loss
         raise ValueError(f"unknown loss code {kind}")
+
+    @staticmethod
+    def _robust(kind, dpred, pred, target, delta):
+        """l1 / huber elementwise: returns the float64 losses; dpred = d l / d pred.
+        l1: |d|, gradient sign(d) (0 at 0, as torch; NaN stays NaN). huber (torch's
+        HuberLoss): ½d² where |d| < delta, else delta·(|d| − ½delta); gradient d clipped
+        to [−delta, delta]."""
+        np.subtract(pred, target, out=dpred)
+        d = dpred.astype(np.float64)
+        a = np.abs(d)
+        if kind == Loss.L1:
+            np.sign(dpred, out=dpred)
+            return a
+        with np.errstate(invalid="ignore"):  # NaN compares false: it takes the linear branch
+            per = np.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+        dt = pred.dtype.type
+        np.clip(dpred, dt(-delta), dt(delta), out=dpred)
+        return per
 
     def _weighted_loss(self, kind, dpred, pred, target, weight, delta):
         """Σ w_i l_i / Σ w_i over the rows, l_i the row's loss (its mean over K elements,
@@ -170,6 +193,9 @@ class NumpyBackend(Backend):
             per_row = np.mean(per, axis=1, dtype=np.float64)
             self._activation_forward(Act.SIGMOID, dpred, z)
             dpred -= target
+            dpred *= (w64 / (wsum * k)).astype(pred.dtype)[:, None]
+        elif kind in (Loss.L1, Loss.HUBER):
+            per_row = np.mean(self._robust(kind, dpred, pred, target, delta), axis=1)
             dpred *= (w64 / (wsum * k)).astype(pred.dtype)[:, None]
         else:
             raise ValueError(f"unknown loss code {kind}")

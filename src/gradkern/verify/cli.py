@@ -33,12 +33,15 @@ from .finite_diff import FD_CHECKS
 from .kernels import KERNELS
 from .report import Cell, finite, json_default, matrix, report, torch_version
 from .torch_ref import (
+    torch_adagrad,
     torch_adam,
     torch_adamw,
     torch_batchnorm_eval,
     torch_batchnorm_train,
     torch_gradients,
+    torch_rmsprop,
     torch_sgd,
+    torch_weighted,
 )
 
 
@@ -58,11 +61,14 @@ CHECKS: tuple[Check, ...] = (
     *(Check(f"fd/{name}", fn) for name, fn in FD_CHECKS.items()),
     *(_kernel(k.name, k) for k in KERNELS),
     Check("torch/loss+gradients", torch_gradients),
+    Check("torch/weighted-loss", torch_weighted),
     Check("torch/batchnorm-train", torch_batchnorm_train),
     Check("torch/batchnorm-eval", torch_batchnorm_eval),
     Check("torch/sgd-10-steps", torch_sgd),
     Check("torch/adam-10-steps", torch_adam),
     Check("torch/adamw-10-steps", torch_adamw),
+    Check("torch/rmsprop-10-steps", torch_rmsprop),
+    Check("torch/adagrad-10-steps", torch_adagrad),
 )
 
 

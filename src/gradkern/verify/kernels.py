@@ -166,13 +166,16 @@ def _activation_backward(ctx, be, dtype, case, w: Worst) -> None:
 
 
 # ============================================================================ losses
+HUBER_DELTA = 0.8  # pred ~ 4·N(0,1): both of huber's branches are taken
 def _loss_cases(ctx, dtype):
-    return [(loss, shape) for loss in Loss for shape in loss_shapes(ctx)]
+    # each loss unweighted, and with per-row sample weights (one of them 0)
+    return [(loss, shape, weighted) for loss in Loss for shape in loss_shapes(ctx)
+            for weighted in (False, True)]
 
 
 def _loss(ctx, be, dtype, case, w: Worst) -> None:
-    loss, (rows, k) = case
-    name = names(Loss)[loss]
+    loss, (rows, k), weighted = case
+    name = names(Loss)[loss] + (" weighted" if weighted else "")
     u = eps_of(dtype)
     rng = ctx.rng("loss", name, dtype, rows, k)
     pred = rand(rng, (rows, k), dtype, scale=4.0)
@@ -185,10 +188,17 @@ def _loss(ctx, be, dtype, case, w: Worst) -> None:
     else:
         target = rand(rng, (rows, k), dtype)
         tref = f64(target)
+    weight = wref = None
+    if weighted:  # weights in [0, 2], the first row's 0; the ratios w_i / Σw enter dpred
+        weight = rng.uniform(0, 2, rows).astype(dtype)
+        weight[0] = 0
+        if not weight.any():
+            weight[:] = 1
+        wref = f64(weight)
     dpred = nan((rows, k), dtype)
-    value = be.loss_forward_backward(int(loss), dpred, pred, target)
+    value = be.loss_forward_backward(int(loss), dpred, pred, target, weight, HUBER_DELTA)
     dref = np.empty((rows, k))
-    vref = REF.loss_forward_backward(int(loss), dref, f64(pred), tref)
+    vref = REF.loss_forward_backward(int(loss), dref, f64(pred), tref, wref, HUBER_DELTA)
     tag = f"{name} {rows}x{k}"
     w.require(isinstance(value, float), f"{tag}: returned {type(value).__name__}")
     # the value: relative to itself, or to the largest logit (softmax's shift)
@@ -198,11 +208,14 @@ def _loss(ctx, be, dtype, case, w: Worst) -> None:
     # |dpred| + 1/(B·K)
     if loss == Loss.CROSS_ENTROPY:  # (softmax − onehot) / B
         S = np.abs(dref) + 2.0 / rows
-    elif loss == Loss.MSE:  # 2 (pred − target) / (B·K)
+    elif loss in (Loss.MSE, Loss.HUBER, Loss.L1):  # 2 (pred − target) / (B·K), clip(..)/(B·K)
         S = 2.0 * (np.abs(f64(pred)) + np.abs(tref)) / pred.size
     else:  # (σ(z) − target) / (B·K)
         S = (1.0 + np.abs(tref)) / pred.size
-    S = np.minimum(S, np.abs(dref) + 1.0 / pred.size)
+    if weighted:  # each row scaled by B·w_i/Σw, rounded once more
+        S = S * (rows * wref / wref.sum())[:, None] + np.abs(dref)
+    else:
+        S = np.minimum(S, np.abs(dref) + 1.0 / pred.size)
     w.add(dpred, dref, K_MATMUL * u * S, f"{tag} dpred")
 
 
@@ -338,7 +351,7 @@ def _dropout(ctx, be, dtype, case, w: Worst) -> None:
 
 # ============================================================================ optimizers
 def _optimizers(family: str) -> dict:
-    from ..optim import SGD, Adam, AdamW
+    from ..optim import SGD, Adagrad, Adam, AdamW, RMSprop
 
     return {
         "sgd": {"plain": lambda: SGD(lr=0.1),
@@ -350,6 +363,15 @@ def _optimizers(family: str) -> dict:
                  "adam+wd": lambda: Adam(lr=1e-2, weight_decay=1e-2),
                  "adamw": lambda: AdamW(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.1),
                  "adamw-default-betas": lambda: AdamW(lr=1e-2, weight_decay=0.1)},
+        "rmsprop": {"rmsprop": lambda: RMSprop(lr=1e-2),
+                    "centered+momentum+wd": lambda: RMSprop(lr=1e-2, alpha=0.9,
+                                                            weight_decay=1e-2, momentum=0.9,
+                                                            centered=True),
+                    "momentum": lambda: RMSprop(lr=1e-2, momentum=0.5)},
+        "adagrad": {"adagrad": lambda: Adagrad(lr=0.1),
+                    "lr_decay+wd+init": lambda: Adagrad(lr=0.1, lr_decay=0.05,
+                                                        weight_decay=1e-2,
+                                                        initial_accumulator_value=0.1)},
     }[family]
 
 
@@ -383,6 +405,14 @@ def _optimizer(family):
             if family == "sgd":
                 be.sgd_update(params, grads, opt.buf1, opt.hyper, step)
                 REF.sgd_update(ref, f64(grads), ref_opt.buf1, ref_opt.hyper, step)
+            elif family == "rmsprop":  # unused slots are empty: passed as None
+                def slots(o):
+                    return [b if b.size else None for b in (o.buf1, o.buf2, o.buf3)]
+                be.rmsprop_update(params, grads, *slots(opt), opt.hyper, step)
+                REF.rmsprop_update(ref, f64(grads), *slots(ref_opt), ref_opt.hyper, step)
+            elif family == "adagrad":
+                be.adagrad_update(params, grads, opt.buf1, opt.hyper, step)
+                REF.adagrad_update(ref, f64(grads), ref_opt.buf1, ref_opt.hyper, step)
             else:
                 be.adam_update(params, grads, opt.buf1, opt.buf2, opt.hyper, step)
                 REF.adam_update(ref, f64(grads), ref_opt.buf1, ref_opt.buf2, ref_opt.hyper,
@@ -408,4 +438,6 @@ KERNELS: tuple[KernelCheck, ...] = (
     KernelCheck("dropout", _dropout_cases, _dropout),
     KernelCheck("sgd_update", _opt_cases("sgd"), _optimizer("sgd")),
     KernelCheck("adam_update", _opt_cases("adam"), _optimizer("adam")),
+    KernelCheck("rmsprop_update", _opt_cases("rmsprop"), _optimizer("rmsprop")),
+    KernelCheck("adagrad_update", _opt_cases("adagrad"), _optimizer("adagrad")),
 )

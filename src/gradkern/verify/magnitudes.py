@@ -160,6 +160,11 @@ class Magnitudes:
             result["loss"] = float(np.mean(2 * rowS[:, 0] + np.abs(lse)
                                            + np.abs(z[np.arange(rows), yc]) + np.abs(pred).max(1)))
             Sd = (p + onehot + 2 * p * rowS) / rows
+        elif plan.loss_code in (Loss.L1, Loss.HUBER):  # |d|, huber: ½d² or delta·|d|
+            d = np.abs(pred - yc)
+            scale = Sp + np.abs(pred) + np.abs(yc)
+            result["loss"] = float(np.mean(scale * (1.0 + np.minimum(d, plan.delta))))
+            Sd = scale / pred.size
         else:
             s = 0.5 * (1 + np.tanh(0.5 * pred))
             per = np.maximum(pred, 0) + np.abs(pred * yc) + np.log1p(np.exp(-np.abs(pred)))
@@ -219,14 +224,17 @@ class Magnitudes:
         G = named_views(m.plan, m.bufs.grads)
         h = opt64.hparams()
         lr, wd = h["lr"], h["weight_decay"]
-        st = self._opt_state.setdefault(id(opt64), {k: (np.zeros_like(v), np.zeros_like(v))
+        st = self._opt_state.setdefault(id(opt64), {k: (np.zeros_like(v), np.zeros_like(v),
+                                                        np.zeros_like(v))
                                                     for k, v in G.items()})
         step = int(opt64.step[0])
         for k in G:
             g, Sg, p = G[k], grads_S[k], P[k]
             Sp = S[k]
-            Sm, Sv = st[k]
-            if opt64.kind == Opt.ADAM:
+            Sm, Sv, Sa = st[k]
+            if opt64.kind in (Opt.RMSPROP, Opt.ADAGRAD):
+                Sm, Sv, Sa, Sp = self._scaled_step(opt64, h, k, g, Sg, Sp, Sm, Sv, Sa, step)
+            elif opt64.kind == Opt.ADAM:
                 b1, b2, eps = h["beta1"], h["beta2"], h["eps"]
                 decoupled = bool(h["decoupled"])
                 Sge = Sg + (wd * Sp if wd and not decoupled else 0.0)
@@ -257,7 +265,7 @@ class Magnitudes:
                     Sdir = Sge
                 Sp = Sp + lr * Sdir + np.abs(p)
             S[k] = Sp
-            st[k] = (Sm, Sv)
+            st[k] = (Sm, Sv, Sa)
         # running statistics (their update happened with the same step)
         for i, L in enumerate(m.plan.layers):
             if L.kind != Layer.BATCHNORM:
@@ -271,6 +279,47 @@ class Magnitudes:
                                       + np.abs(P[f"{i}.running_mean"]))
             S[f"{i}.running_var"] = ((1 - mom) * S[f"{i}.running_var"] + mom * unb * Svar
                                      + np.abs(P[f"{i}.running_var"]))
+
+    def _sqrt_S(self, x, Sx):
+        """S of sqrt(x) given S of x (x >= 0): Sx / (2 sqrt x), or sqrt(u Sx)/u at 0."""
+        sx = np.sqrt(np.maximum(x, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return sx, np.where(sx > 0, Sx / (2 * sx), np.sqrt(Sx * self.u) / self.u) + sx
+
+    def _scaled_step(self, opt64, h, k, g, Sg, Sp, Sm, Sv, Sa, step):
+        """RMSprop and Adagrad: p -= lr·g/(sqrt(v) + eps). S of the gradient with weight
+        decay, of the average / sum of squares v (and of grad_avg when centered, of the
+        momentum buffer), of the quotient and of the parameter. Returns (Sm, Sv, Sa, Sp):
+        S of the momentum buffer, of v, of grad_avg, of p."""
+        lr, wd, eps = h["lr"], h["weight_decay"], h["eps"]
+        p, pb = self.m.named_parameters()[k], self._p_before[k]
+        ge = g + (wd * pb if wd else 0.0)
+        Sge = Sg + (wd * Sp + np.abs(ge) if wd else 0.0)
+        v = self._m(opt64, k)  # square_avg or sum: buf1
+        if opt64.kind == Opt.ADAGRAD:
+            Sv = Sv + 2 * np.abs(ge) * Sge + v
+            var, Svar = v, Sv
+            lr = lr / (1 + (step - 1) * h["lr_decay"])
+        else:
+            a = h["alpha"]
+            Sv = a * Sv + (1 - a) * 2 * np.abs(ge) * Sge + v
+            var, Svar = v, Sv
+            if h["centered"]:
+                ga = self._views(opt64.buf3)[k]
+                Sa = a * Sa + (1 - a) * Sge + np.abs(ga)
+                var = v - ga * ga
+                Svar = Sv + 2 * np.abs(ga) * Sa + ga * ga + np.abs(var)
+        sv, Ssv = self._sqrt_S(var, Svar)
+        denom = sv + eps
+        Sden = Ssv + denom
+        q = ge / denom
+        Sq = Sge / denom + np.abs(ge) * Sden / denom**2 + np.abs(q)
+        if opt64.kind == Opt.RMSPROP and h["momentum"] > 0:
+            Sm = h["momentum"] * Sm + Sq + np.abs(self._v(opt64, k))  # buf2: momentum_buffer
+            Supd = lr * Sm
+        else:
+            Supd = lr * Sq
+        return Sm, Sv, Sa, Sp + Supd + np.abs(p)
 
     _opt_state: dict
 

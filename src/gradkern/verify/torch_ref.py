@@ -101,6 +101,57 @@ def _torch_gradients(ctx, backend, dtype, bn: bool) -> Worst:
     return w
 
 
+def torch_weighted(ctx, backend, dtype):
+    """Weighted losses (issue 12 item 3): per-row sample weights against torch's
+    reduction='none' weighted by hand (Σ w·l / Σ w, l a row's mean over its outputs), and
+    cross_entropy's class weights against CrossEntropyLoss(weight=...); loss and every
+    gradient, within K_TORCH·u·S of the magnitude model."""
+    torch, torchref = _torch()
+    nn = torch.nn
+    w, u = Worst(), eps_of(dtype)
+    tol = _tol(dtype, u)
+    for loss in names(Loss):
+        for kind in (("sample", "class") if loss == "cross_entropy" else ("sample",)):
+            rng = ctx.rng("torch weighted", loss, kind)
+            model = torch_model(backend, dtype, loss, "tanh", False)
+            X, y = torch_data(loss, rng)
+            X = X.astype(dtype)
+            if kind == "class":
+                cw = rng.uniform(0.2, 3.0, 4)
+                sw = cw[y]
+            else:
+                sw = rng.uniform(0.0, 2.0, X.shape[0])
+                sw[0] = 0.0
+            be, plan, bufs = model.backend, model.plan, model.bufs
+            bufs.ensure_capacity(X.shape[0])
+            yc = model.check_data(X, y)[1]
+            loss_ours = be.gradients(plan, bufs, X, yc, 0, weight=sw.astype(dtype))
+            grads = {k: v.copy() for k, v in model._grad_views().items()}
+            mag = Magnitudes(_twin64(model), u).pass_(X, y, 0)
+            net, _ = torchref.build(model)
+            net.train()
+            out = net(torch.from_numpy(X))
+            t = torchref.targets(model, y)
+            tw = torch.from_numpy(sw.astype(dtype))
+            if kind == "class":
+                lt = nn.CrossEntropyLoss(weight=torch.from_numpy(cw.astype(dtype)))(out, t)
+            elif loss == "cross_entropy":
+                lt = (nn.CrossEntropyLoss(reduction="none")(out, t) * tw).sum() / tw.sum()
+            else:
+                fn = {"mse": nn.MSELoss, "binary_cross_entropy": nn.BCEWithLogitsLoss,
+                      "l1": nn.L1Loss}.get(loss)
+                per = (fn(reduction="none") if fn else
+                       nn.HuberLoss(reduction="none", delta=model.huber_delta))(out, t)
+                lt = (per.mean(dim=1) * tw).sum() / tw.sum()
+            lt.backward()
+            tag = f"{loss} {kind}-weighted"
+            scale = X.shape[0] * float(sw.max()) / float(sw.sum())  # w_i / Σw against 1/B
+            w.add_scalar(loss_ours, lt.item(), tol * scale * mag["loss"], f"{tag} loss")
+            for k, g in torchref.named_grads(net).items():
+                w.add(grads[k], g, tol * scale * mag[k], f"{tag} grad {k}")
+    return w
+
+
 def torch_gradients(ctx, backend, dtype):
     return _torch_gradients(ctx, backend, dtype, bn=False)
 
@@ -183,6 +234,41 @@ def torch_adamw(ctx, backend, dtype):
     for bn in (False, True):
         _trajectory(ctx, backend, dtype, "adamw",
                     lambda: AdamW(lr=1e-2, betas=(0.8, 0.99), weight_decay=0.1), bn, w)
+    return w
+
+
+# every configuration of the two: plain, weight decay, momentum, centered (and together)
+RMSPROP_CASES = (
+    ("rmsprop", dict(lr=1e-2)),
+    ("rmsprop wd+momentum", dict(lr=1e-2, alpha=0.9, weight_decay=1e-2, momentum=0.9)),
+    ("rmsprop centered", dict(lr=1e-2, centered=True)),
+    ("rmsprop centered+momentum+wd", dict(lr=5e-3, alpha=0.95, eps=1e-6, weight_decay=0.1,
+                                          momentum=0.5, centered=True)),
+)
+ADAGRAD_CASES = (
+    ("adagrad", dict(lr=0.1)),
+    ("adagrad lr_decay+wd+init", dict(lr=0.1, lr_decay=0.05, weight_decay=1e-2,
+                                      initial_accumulator_value=0.1, eps=1e-8)),
+)
+
+
+def torch_rmsprop(ctx, backend, dtype):
+    from ..optim import RMSprop
+
+    w = Worst()
+    for label, kw in RMSPROP_CASES[::3] if ctx.quick else RMSPROP_CASES:
+        for bn in (False, True):
+            _trajectory(ctx, backend, dtype, label, lambda kw=kw: RMSprop(**kw), bn, w)
+    return w
+
+
+def torch_adagrad(ctx, backend, dtype):
+    from ..optim import Adagrad
+
+    w = Worst()
+    for label, kw in ADAGRAD_CASES:
+        for bn in (False, True):
+            _trajectory(ctx, backend, dtype, label, lambda kw=kw: Adagrad(**kw), bn, w)
     return w
 
 
