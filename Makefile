@@ -10,7 +10,9 @@ STAMP := $(VENV)/.gradkern-installed
 
 $(STAMP): pyproject.toml setup.py $(wildcard csrc/*.c csrc/*.h src/gradkern/_build_c.py)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e ".[dev]"
+	@# with MPI (mpich and mpi4py wheels) for the data-parallel tests when they can be had;
+	@# without them the MPI tests skip
+	$(PY) -m pip install -q -e ".[dev,dist]" || $(PY) -m pip install -q -e ".[dev]"
 	@# PyTorch is only a referee for the cross-checks: install the CPU build when it can be had
 	$(PY) -m pip install -q torch==2.13.0 || echo "note: torch==2.13.0 not installed; PyTorch checks will skip"
 	touch $(STAMP)
