@@ -302,3 +302,34 @@ def test_resume_with_callbacks_appends_the_log_and_refuses_a_damaged_state(tmp_p
     with pytest.raises(CheckpointError, match="2 callbacks"):
         _model("numpy").fit(X, y, epochs=4, batch_size=8, validation_data=val, resume=ck,
                             callbacks=[gk.EarlyStopping(patience=9)], progress=False)
+
+
+# ------------------------------------------------------------------ command line
+@pytest.mark.parametrize("sched", [["onecycle", "--max-lr", "0.05"], ["cosine", "--warmup", "1"],
+                                   ["step", "--step-size", "1", "--gamma", "0.5"],
+                                   ["exponential"], ["plateau"]])
+def test_cli_train_scheduler_and_log(sched, tmp_path, capsys):
+    from gradkern.cli import main
+
+    log = tmp_path / "log.csv"
+    rc = main(["train", "--data", "iris", "--hidden", "8", "--epochs", "3", "--backend",
+               "numpy", "--optimizer", "sgd", "--lr", "0.01", "--quiet", "--scheduler", *sched,
+               "--log", str(log)])
+    assert rc == 0
+    rows = list(csv.DictReader(open(log)))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3"] and "lr" in rows[0]
+    lrs = [float(r["lr"]) for r in rows]
+    if sched[0] == "step":
+        assert lrs == [0.01, 0.005, 0.0025]
+    if sched[0] == "onecycle":
+        assert lrs[0] == pytest.approx(0.05 / 25) and max(lrs) <= 0.05
+    assert "scheduler:" in capsys.readouterr().out
+
+
+def test_cli_bad_scheduler_arguments(tmp_path):
+    from gradkern.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "iris", "--scheduler", "linear"])
+    for extra in (["--warmup", "2"], ["--scheduler", "onecycle", "--warmup", "1"]):
+        assert main(["train", "--data", "iris", "--epochs", "1", "--quiet", *extra]) != 0

@@ -216,12 +216,67 @@ def _build_parser_train(sub) -> None:
                         "validation data; default 0.1 with --patience, else none. The test "
                         "split is only used for the final test figures")
     p.add_argument("--save", default=None, help="write the trained model to this path")
+    p.add_argument("--scheduler", default="none", choices=list(SCHEDULERS),
+                   help="learning-rate schedule (gk.optim.lr_scheduler): onecycle (per step, "
+                        "up to --max-lr), cosine (to 0 over the epochs), step (x --gamma every "
+                        "--step-size epochs), exponential (x --gamma a epoch), plateau (x "
+                        "--gamma when val_loss/loss stalls for --plateau-patience epochs)")
+    p.add_argument("--max-lr", type=float, default=None,
+                   help="onecycle's peak rate (default 10 x --lr)")
+    p.add_argument("--step-size", type=int, default=10, help="step's period in epochs")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="step/exponential/plateau factor (default 0.5, 0.95, 0.1)")
+    p.add_argument("--plateau-patience", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=0, metavar="E",
+                   help="epochs of linear warm-up (from 0.1 x lr) before cosine, step, "
+                        "exponential")
+    p.add_argument("--log", default=None, metavar="FILE.csv",
+                   help="write one CSV row per epoch (loss, validation figures, lr, seconds)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bar")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI, as `mpirun -n K gradkern train ... "
                         "--distributed`: --batch-size rows per rank and step (see "
                         "docs/distributed.md); rank 0 alone prints and saves")
     p.set_defaults(func=cmd_train)
+
+
+SCHEDULERS = ("none", "onecycle", "cosine", "step", "exponential", "plateau")
+
+
+def _make_scheduler(args, opt, steps_per_epoch: int):
+    """The --scheduler of `gradkern train` on `opt`, or None."""
+    import gradkern as gk
+
+    S = gk.optim.lr_scheduler
+    name, epochs = args.scheduler, args.epochs
+    if name == "none":
+        if args.warmup:
+            raise ValueError("--warmup needs a --scheduler (cosine, step or exponential)")
+        return None
+    if args.warmup < 0:
+        raise ValueError(f"--warmup must be >= 0 epochs, got {args.warmup}")
+    if name == "onecycle":
+        if args.warmup:
+            raise ValueError("--warmup: onecycle warms up by itself (its first 30% of steps)")
+        return S.OneCycleLR(opt, max_lr=args.max_lr if args.max_lr is not None else 10 * opt.lr,
+                            epochs=epochs, steps_per_epoch=steps_per_epoch)
+    if name == "plateau":
+        if args.warmup:
+            raise ValueError("--warmup does not combine with plateau")
+        return S.ReduceLROnPlateau(opt, factor=0.1 if args.gamma is None else args.gamma,
+                                   patience=args.plateau_patience)
+    rest = max(1, epochs - args.warmup)
+    if name == "cosine":
+        main = S.CosineAnnealingLR(opt, T_max=rest)
+    elif name == "step":
+        main = S.StepLR(opt, step_size=args.step_size,
+                        gamma=0.5 if args.gamma is None else args.gamma)
+    else:
+        main = S.ExponentialLR(opt, gamma=0.95 if args.gamma is None else args.gamma)
+    if not args.warmup:
+        return main
+    warm = S.LinearLR(opt, start_factor=0.1, total_iters=args.warmup)
+    return S.SequentialLR(opt, [warm, main], milestones=[args.warmup])
 
 
 def _make_optimizer(name: str, lr: float | None, momentum: float, weight_decay: float):
@@ -251,6 +306,8 @@ def cmd_train(args) -> int:
 
     if args.save:  # before any work: a run must not end in a path it cannot write
         writable_file(args.save, "--save")
+    if args.log:
+        writable_file(args.log, "--log")
     if args.threads:
         gk.set_threads(args.threads)
     if args.data.endswith(".npy") or (args.mmap and args.data.endswith(".npz")):
@@ -281,7 +338,19 @@ def cmd_train(args) -> int:
                    loss=loss, dtype=args.dtype, backend=args.backend, seed=args.seed,
                    batchnorm=args.batchnorm, dropout=args.dropout, huber_delta=args.huber_delta)
     opt = _make_optimizer(args.optimizer, args.lr, args.momentum, args.weight_decay)
-    print(f"data: {data}\nmodel: {model}\noptimizer: {opt!r}")
+    n_train = len(data.X_train)
+    if split is not None and args.scheduler == "onecycle":  # the rows fit will train on
+        from .trainer import hold_out
+
+        state = model.rng.bit_generator.state
+        n_train = len(hold_out(model, np.asarray(data.y_train), split)[0])
+        model.rng.bit_generator.state = state
+    bs = min(args.batch_size, n_train)
+    drop = 1 if args.batchnorm and n_train % bs == 1 else 0
+    sched = _make_scheduler(args, opt, max(1, -(-(n_train - drop) // bs)))
+    callbacks = [gk.CSVLogger(args.log)] if args.log else None
+    print(f"data: {data}\nmodel: {model}\noptimizer: {opt!r}"
+          + (f"\nscheduler: {sched!r}" if sched is not None else ""))
     if split is not None:
         what = (f"early stopping (patience {args.patience}) on val_loss of"
                 if args.patience is not None else "validation figures on")
@@ -299,7 +368,8 @@ def cmd_train(args) -> int:
                             batch_size=args.batch_size, optimizer=opt,
                             validation_split=split,
                             early_stopping=args.patience, progress=False,
-                            on_epoch=None if args.quiet else show, comm=comm)
+                            on_epoch=None if args.quiet else show, comm=comm,
+                            scheduler=sched, callbacks=callbacks)
     if history.stopped_early:
         print(f"early stop after epoch {history.epochs_run}: best epoch {history.best_epoch}")
     seconds = time.perf_counter() - t0
@@ -308,6 +378,8 @@ def cmd_train(args) -> int:
     print(f"\ntest: {figures}   ({history.epochs_run} epochs, {seconds:.2f} s, "
           f"backend {model.backend_name}; {len(data.X_test)} test rows, never trained or "
           "tuned on)")
+    if args.log:
+        print(f"per-epoch log: {args.log}")
     if args.save and (comm is None or comm.Get_rank() == 0):
         model.save(args.save, preprocessing=preprocessing)
         print(f"saved to {args.save} (with its preprocessing: gradkern predict --model "
