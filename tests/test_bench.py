@@ -10,17 +10,31 @@ import numpy as np
 import pytest
 
 import gradkern.bench as bench
+import gradkern.bench.sweep as sweep_module
+import gradkern.bench.workload as workload_module
 from gradkern.backends.numpy_backend import NumpyBackend
-from gradkern.bench.check import check_runner, reference_gradients
-from gradkern.bench.machine import LIFTED_MARK
-from gradkern.bench.report import KEY_FIELDS, cell_key, fmt_us
+from gradkern.bench.ceilings import stream_bandwidth
+from gradkern.bench.check import check_runner, reference_epoch, reference_gradients
+from gradkern.bench.machine import LIFTED_MARK, all_cores
+from gradkern.bench.report import KEY_FIELDS, cell_key, fmt_us, roofline
 from gradkern.bench.scaling import crossover_width, fit_scaling, overhead_fit, step_flops
 from gradkern.bench.timing import plan_repeats
-from gradkern.bench.workload import GradkernRunner, Workload, build_plan, make_runner
+from gradkern.bench.workload import (
+    GradkernRunner,
+    PlainNumpyRunner,
+    Workload,
+    build_plan,
+    make_runner,
+    min_bytes,
+)
 from gradkern.contract import Layer
 
-QUICK = ["--quick", "--no-torch", "--keep-blas-env", "--no-progress", "--max-seconds", "0.05",
-         "--retries", "0", "--settle", "0.02"]
+# JAX has tests of its own below (CI has no JAX); the MNIST-shaped row has a tiny one
+QUICK = ["--quick", "--no-torch", "--no-jax", "--no-mnist", "--keep-blas-env", "--no-progress",
+         "--max-seconds", "0.05", "--retries", "0", "--settle", "0.02", "--epoch-batches", "2"]
+TINY = ["--depths", "1", "--widths", "8", "--batches", "8", "--backends", "numpy", "--no-torch",
+        "--keep-blas-env", "--no-progress", "--no-plots", "--max-seconds", "0.01", "--retries",
+        "0", "--settle", "0", "--epoch-batches", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -67,14 +81,22 @@ def test_quick_json_has_every_cell(quick_report):
     data = json.loads((out / "report.json").read_text())
     cfg = data["config"]
     assert "torch" not in cfg["impls"] and "numpy-plain" in cfg["impls"]
+    assert "jax" not in cfg["impls"] and cfg["mnist"] is False
     assert "numpy" in cfg["backends"]
+    bw, = data["bandwidth"]
+    assert bw["gbps"] > 0 and bw["threads"] == cfg["threads"][0]
     keys = {cell_key(c) for c in data["cells"]}
-    expected = {(i, t, cfg["dtype"], b, d, w) for i in cfg["impls"] for t in cfg["threads"]
-                for b in cfg["batches"] for d in cfg["depths"] for w in cfg["widths"]}
+    expected = {(i, t, cfg["dtype"], b, d, w, "grid") for i in cfg["impls"]
+                for t in cfg["threads"] for b in cfg["batches"] for d in cfg["depths"]
+                for w in cfg["widths"]}
     assert keys == expected and len(data["cells"]) == len(expected)
     for c in data["cells"]:
         assert c["status"] == "ok", c
-        assert c["check"]["ok"] is True
+        assert c["check"]["ok"] is True and c["check"]["epoch_check"] == "passed"
+        assert c["steps_per_run"] == 2 and c["bytes_min"] > 0
+        r = c["roofline"]
+        assert r["bound_us"] == max(r["compute_us"], r["memory_us"]) > 0
+        assert r["x_bound"] == pytest.approx(c["median_us"] / r["bound_us"])
         assert c["min_us"] <= c["median_us"] <= c["max_us"]
         assert len(c["samples_us"]) == c["runs"] >= 3
         assert math.isclose(c["gflops"], c["flops"] / c["median_us"] / 1e3, rel_tol=1e-9)
@@ -103,14 +125,21 @@ def test_quick_markdown_agrees_with_json(quick_report):
         c = cells[tuple(r[k] for k in KEY_FIELDS)]
         assert r["median µs"] == fmt_us(c["median_us"])
         assert r["min µs"] == fmt_us(c["min_us"]) and r["max µs"] == fmt_us(c["max_us"])
-        assert r["runs×steps"] == f"{c['runs']}×{c['inner']}"
+        assert r["runs×epochs"] == f"{c['runs']}×{c['inner']}"
     cfg = data["config"]
     t, b = cfg["threads"][0], cfg["batches"][0]
     wide = md_table(md, f"## Step time, batch {b}, {t} thread")
     for r in wide:
         for impl in cfg["impls"]:
-            c = cells[(impl, str(t), cfg["dtype"], str(b), r["depth"], r["width"])]
+            c = cells[(impl, str(t), cfg["dtype"], str(b), r["depth"], r["width"], "grid")]
             assert r[impl] == fmt_us(c["median_us"])
+    roof = md_table(md, f"### Roofline, batch {b}, {t} thread")
+    assert len(roof) == len(wide)
+    for r in roof:
+        for impl in cfg["impls"]:
+            c = cells[(impl, str(t), cfg["dtype"], str(b), r["depth"], r["width"], "grid")]
+            assert r[f"{impl} × bound"] == f"{c['roofline']['x_bound']:.3g}"
+            assert r["bound"] == c["roofline"]["bound"]
 
 
 def test_compare_ratios(tmp_path):
@@ -144,7 +173,8 @@ def test_compare_ratios(tmp_path):
     assert [r["width"] for r in result["only_old"]] == [64]
     assert [r["width"] for r in result["only_new"]] == [1024]
     md = (tmp_path / "cmp" / "compare.md").read_text()
-    assert "| numpy | 2 | float32 | 64 | 1 | 16 | 100.0 | 150.0 | 1.5 | REGRESSION |" in md
+    # reports written before the workload field (as these) are grid cells
+    assert "| numpy | 2 | float32 | 64 | 1 | 16 | grid | 100.0 | 150.0 | 1.5 | REGRESSION |" in md
 
 
 def test_compare_a_run_with_itself(quick_report, tmp_path):
@@ -205,8 +235,8 @@ def test_disturbed_cells_are_measured_again_side_by_side(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "SpeedProbe", SteadyProbe)
     out = tmp_path / "r"
     argv = ["--depths", "1", "--widths", "8,16", "--batches", "8", "--backends", "numpy",
-            "--no-torch", "--keep-blas-env", "--no-progress", "--no-plots", "--max-seconds",
-            "0.01", "--out", str(out)]
+            "--no-torch", "--no-jax", "--no-mnist", "--keep-blas-env", "--no-progress",
+            "--no-plots", "--max-seconds", "0.01", "--epoch-batches", "2", "--out", str(out)]
     assert bench.main(argv) == 0
     data = json.loads((out / "report.json").read_text())
     by = {(c["impl"], c["width"]): c for c in data["cells"]}
@@ -225,7 +255,11 @@ def test_depth_is_the_number_of_hidden_layers():
     plan = build_plan(depth=3, width=8)
     dense = [(L.n_in, L.n_out) for L in plan.layers if L.kind == Layer.DENSE]
     assert dense == [(8, 8), (8, 8), (8, 8), (8, 10)]
-    assert plan.loss == "cross_entropy"
+    assert plan.loss == "mse"
+    wl = Workload(1, 8, 4, workload="mnist")
+    assert wl.sizes == [784, 512, 256, 10] and (wl.loss, wl.optimizer) == ("cross_entropy",
+                                                                           "adam")
+    assert (wl.depth, wl.width) == (2, 512)
 
 
 def test_check_passes_every_implementation_and_catches_a_wrong_kernel():
@@ -247,14 +281,141 @@ def test_check_passes_every_implementation_and_catches_a_wrong_kernel():
     assert any("matmul_backward.dweight" in m for m in res.messages)
 
 
-def test_plain_numpy_step_matches_the_backend_step():
-    wl = Workload(2, 32, 16, dtype="float64")
+@pytest.mark.parametrize("kind", ["grid", "mnist"])
+def test_plain_numpy_epoch_matches_the_backend_epoch(kind):
+    wl = Workload(2, 32, 16, dtype="float64", workload=kind, sizes=None if kind == "grid"
+                  else [20, 16, 12, 10], n_batches=3)
     a, b = make_runner("numpy", wl), make_runner("numpy-plain", wl)
-    for _ in range(3):
-        assert a.step() == pytest.approx(b.step(), rel=1e-12)
-    ws = [W for W, _ in wl.plan.param_views(a.bufs.params)]
-    for W, W2 in zip(ws, b.Ws, strict=True):
+    for perm in wl.perms:  # three shuffles, the same for both
+        np.testing.assert_allclose(a.epoch(perm), b.epoch(perm), rtol=1e-12)
+    for (W, bb), (W2, b2) in zip(a.params(), b.params(), strict=True):
         np.testing.assert_allclose(W, W2, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(bb, b2, rtol=1e-12, atol=1e-14)
+
+
+def test_every_engine_gets_the_same_shuffled_minibatches():
+    wl = Workload(1, 8, 4, n_batches=3)
+    assert wl.X.shape == (12, 8) and wl.Y.shape == (12, 10)
+    assert len({tuple(p) for p in wl.perms}) == len(wl.perms)
+    for p in wl.perms:
+        assert sorted(p) == list(range(12))
+    np.testing.assert_array_equal(wl.x, wl.X[wl.perms[0][:4]])
+    r = make_runner("numpy-plain", wl)
+    seen = []
+    r.epoch = seen.append
+    for _ in range(4):
+        r.run()
+    assert [s is p for s, p in zip(seen, wl.perms + wl.perms[:1], strict=True)] == [True] * 4
+
+
+def test_epoch_check_catches_a_wrong_update():
+    wl = Workload(1, 16, 8, n_batches=2)
+    ref, ref_epoch = reference_gradients(wl), reference_epoch(wl)
+    assert check_runner(make_runner("numpy-plain", wl), wl, ref, ref_epoch=ref_epoch).ok
+
+    class Sloppy(PlainNumpyRunner):  # gradients right, the learning rate 10 % off
+        def _update(self, grads):
+            super()._update([(1.1 * dW, 1.1 * db) for dW, db in grads])
+
+    res = check_runner(Sloppy(wl), wl, ref, ref_epoch=ref_epoch)
+    assert not res.ok and res.epoch_check == "failed" and res.grad_rel_err < 1e-5
+    assert any("epoch parameters" in m for m in res.messages)
+
+
+def test_roofline_bounds_by_hand():
+    # 3-4-2: P = 3·4 + 4 + 4·2 + 2 = 26, weights behind the input gradient 4·2 = 8,
+    # activations per row 2·3 + 4·4 + 5·2 = 32
+    assert min_bytes([3, 4, 2], 5, 4) == 4 * (5 * 26 + 8 + 5 * 32)
+    assert min_bytes([3, 4, 2], 5, 4, adam=True) == 4 * (9 * 26 + 8 + 5 * 32)
+    cell = {"flops": 2e9, "bytes_min": 4e9, "median_us": 100e3}
+    r = roofline(cell, {"sgemm": 100.0, "fma": 300.0}, 10.0)  # 20 ms compute, 400 ms memory
+    assert r["compute_us"] == pytest.approx(20e3) and r["memory_us"] == pytest.approx(400e3)
+    assert r["bound"] == "memory" and r["x_bound"] == pytest.approx(0.25)
+    r = roofline(cell, {"sgemm": 100.0}, 1000.0)
+    assert r["bound"] == "compute" and r["x_bound"] == pytest.approx(5.0)
+    assert roofline(cell, {}, None)["x_bound"] is None
+    bw = stream_bandwidth(threads=2, nbytes=2**20, repeats=2)
+    assert bw["gbps"] > 0 and bw["bytes"] == 2 * 2**20
+
+
+def test_a_missing_peer_keeps_a_column_that_says_why(tmp_path, monkeypatch):
+    real = sweep_module.peer_missing
+    monkeypatch.setattr(sweep_module, "peer_missing", lambda name: (
+        "jax is not importable here (ModuleNotFoundError: No module named 'jax')"
+        if name == "jax" else real(name)))
+    out = tmp_path / "r"
+    assert bench.main(TINY + ["--no-mnist", "--out", str(out)]) == 0
+    data = json.loads((out / "report.json").read_text())
+    assert "jax" in data["config"]["impls"] and "jax" in data["unavailable"]
+    cell, = [c for c in data["cells"] if c["impl"] == "jax"]
+    assert cell["status"] == "unavailable" and "not importable" in cell["reason"]
+    md = (out / "report.md").read_text()
+    row, = md_table(md, "## Step time, batch 8")
+    assert row["jax"] == "n/a: not installed" and row["numpy"] != "n/a: not installed"
+    assert "`jax` is not measured: jax is not importable" in md
+
+
+def test_mnist_shaped_adam_row(tmp_path, monkeypatch):
+    """Its own row for every engine; a tiny stand-in for 784-512-256-10 keeps it fast."""
+    monkeypatch.setattr(workload_module, "MNIST_SIZES", (12, 16, 8, 10))
+    out = tmp_path / "r"
+    assert bench.main(TINY + ["--no-jax", "--out", str(out)]) == 0
+    data = json.loads((out / "report.json").read_text())
+    rows = [c for c in data["cells"] if c["workload"] == "mnist"]
+    assert {c["impl"] for c in rows} == {"numpy", "numpy-plain"}
+    for c in rows:
+        assert c["status"] == "ok" and c["batch"] == 128 and (c["depth"], c["width"]) == (2, 16)
+        assert c["check"]["epoch_check"] == "passed"
+        assert c["check"]["worst_kernel"] or c["kind"] == "peer"
+        assert c["network"].startswith("12-16-8-10, ReLU, cross_entropy, Adam")
+        assert c["bytes_min"] == min_bytes([12, 16, 8, 10], 128, 4, adam=True)
+    md = (out / "report.md").read_text()
+    assert {r["impl"] for r in md_table(md, "## MNIST-shaped workload")} == {"numpy",
+                                                                             "numpy-plain"}
+    t = str(data["config"]["threads"][0])
+    assert "b128_d2_w16" not in data["fastest"][t]  # scaling fits and winners: the grid only
+    assert set(data["fastest"][t]) == {"b8_d1_w8"}
+
+
+# ---- JAX: skipped where it is not installed (CI) ------------------------------------------
+
+@pytest.mark.parametrize("kind", ["grid", "mnist"])
+def test_jax_epoch_passes_its_agreement_check(kind, monkeypatch):
+    pytest.importorskip("jax")
+    pytest.importorskip("optax")
+    info = workload_module.init_jax(all_cores())
+    assert info["threads"] == all_cores()
+    wl = Workload(2, 24, 8, workload=kind, sizes=None if kind == "grid" else [20, 16, 12, 10],
+                  n_batches=3)
+    ref, ref_epoch = reference_gradients(wl), reference_epoch(wl)
+    res = check_runner(make_runner("jax", wl), wl, ref, ref_epoch=ref_epoch)
+    assert res.ok and res.epoch_check == "passed", res.messages
+    assert 0 < res.epoch_ratio <= 1
+    # the same check fails a JAX epoch with another learning rate
+    monkeypatch.setattr(workload_module, "LR", 0.015)
+    monkeypatch.setattr(workload_module, "ADAM_LR", 1.5e-3)
+    res = check_runner(make_runner("jax", wl), wl, ref, ref_epoch=ref_epoch)
+    assert not res.ok and res.epoch_check == "failed"
+
+
+def test_jax_thread_pool_is_sized_to_the_run(tmp_path):
+    """XLA sizes its pool from the CPU affinity when it starts: narrowed to 1 core for the
+    start only (in a subprocess: JAX starts once per process)."""
+    pytest.importorskip("jax")
+    if all_cores() < 2:
+        pytest.skip("needs 2 usable cores")
+    import subprocess
+    import sys
+
+    code = ("import os, json; from gradkern.bench.workload import init_jax; "
+            "before = sorted(os.sched_getaffinity(0)); info = init_jax(1); "
+            "print(json.dumps([info, before == sorted(os.sched_getaffinity(0))]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    info, restored = json.loads(r.stdout.strip().splitlines()[-1])
+    assert restored and info["threads"] == 1 and "narrowed to 1" in info["how"]
+    assert "--xla_cpu_multi_thread_eigen=false" in info["XLA_FLAGS"]
 
 
 def test_repeats_fit_the_budget():

@@ -4,11 +4,16 @@ GEMM: C = A @ B through NumPy (so through the BLAS the report records), square n
 run's dtype; 2·n³ flops. FMA loop: a kernel of independent fused multiply-adds that the C
 backend offers, when it does (`fma_peak` in its module or describe()); without one the
 report says so and uses the GEMM alone.
+
+Streaming bandwidth, for the memory side of the roofline: a large array copied with
+NumPy (`np.copyto`, which releases the GIL), split into one contiguous chunk per thread;
+bytes counted as STREAM counts a copy, read + written (2 · size), best of several calls.
 """
 
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -57,3 +62,42 @@ def fma_ceiling(dtype: str = "float32", threads: int = 1) -> dict | None:
     isa = extra.get("isa")
     what = "C backend FMA-throughput loop" + (f" ({isa})" if isa else "")
     return {**extra, "name": "fma", "what": what, "gflops": gflops}
+
+
+STREAM_BYTES = 128 * 2**20  # per array: 4x the largest last-level cache here (32 MiB)
+
+
+def stream_bandwidth(threads: int = 1, nbytes: int = STREAM_BYTES, repeats: int = 5) -> dict:
+    """GB/s of a large copy (read + write), `threads` chunks copied in parallel."""
+    threads = max(1, int(threads))
+    n = nbytes // 8
+    src = np.ones(n, dtype=np.float64)
+    dst = np.zeros(n, dtype=np.float64)  # touched: no page faults in the timed copies
+    edges = np.linspace(0, n, threads + 1).astype(int)
+    chunks = [(dst[a:b], src[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+    def one(pair):
+        np.copyto(*pair)
+
+    times = []
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(one, chunks))  # warm-up
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            list(pool.map(one, chunks))
+            times.append(time.perf_counter() - t0)
+    moved = 2.0 * n * 8
+    return {"name": "stream", "what": f"NumPy copy of {nbytes / 2**20:.0f} MiB float64 arrays "
+            f"in {threads} thread{'s' if threads > 1 else ''} (read + write counted)",
+            "threads": threads, "bytes": int(moved), "gbps": moved / min(times) / 1e9,
+            "gbps_median": moved / float(np.median(times)) / 1e9, "times_s": times}
+
+
+def stream_ceiling(threads: int = 1) -> dict:
+    """The best streaming bandwidth with 1..threads copying threads (on a shared VM a second
+    thread can slow a copy down; the memory bound uses the best figure, which keeps it a
+    lower bound on the time). Every figure is recorded."""
+    runs = [stream_bandwidth(t) for t in range(1, max(1, threads) + 1)]
+    best = max(runs, key=lambda r: r["gbps"])
+    return {**best, "threads": threads, "copy_threads": best["threads"],
+            "by_threads": {str(r["threads"]): r["gbps"] for r in runs}}

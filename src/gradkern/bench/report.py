@@ -10,16 +10,26 @@ from pathlib import Path
 
 from .._markdown import table
 from .scaling import fastest_regions, fit_scaling
-from .workload import PEERS
+from .workload import GRID, MNIST, PEERS
 
 SCHEMA = "gradkern-bench/1"
 BUSY = 0.05  # share of the CPU used by other processes above which a run is flagged
 SLOW = 1.25  # speed-probe slowdown above which a run is flagged
-KEY_FIELDS = ("impl", "threads", "dtype", "batch", "depth", "width")
+KEY_FIELDS = ("impl", "threads", "dtype", "batch", "depth", "width", "workload")
+KEY_DEFAULTS = {"workload": GRID}  # reports written before the MNIST row were all grid
 
 
 def cell_key(c: dict) -> tuple:
-    return tuple(c[k] for k in KEY_FIELDS)
+    return tuple(c[k] if k in c else KEY_DEFAULTS[k] for k in KEY_FIELDS)
+
+
+def why_short(reason: str) -> str:
+    """A column's few words on why it holds no figure."""
+    if "not importable" in reason:
+        return "not installed"
+    if "thread pool" in reason:
+        return "other thread count"
+    return "not measured"
 
 
 def fmt_us(x: float | None) -> str:
@@ -57,22 +67,40 @@ def derive(results: dict) -> dict:
     ceilings = defaultdict(dict)
     for c in results["ceilings"]:
         ceilings[c["threads"]][c["name"]] = c["gflops"]
+    bandwidth = {b["threads"]: b["gbps"] for b in results.get("bandwidth", [])}
     timed = [c for c in results["cells"] if c.get("status") == "ok"]
     by_cell = defaultdict(dict)
     for c in timed:
-        by_cell[(c["threads"], c["dtype"], c["batch"], c["depth"], c["width"])][c["impl"]] = c
+        by_cell[cell_key(c)[1:]][c["impl"]] = c
     for c in timed:
         c["fraction_of"] = {name: c["gflops"] / g for name, g in ceilings[c["threads"]].items()}
-        peers = by_cell[(c["threads"], c["dtype"], c["batch"], c["depth"], c["width"])]
+        peers = by_cell[cell_key(c)[1:]]
         # > 1: this implementation is that many times faster than the peer
         c["speedup_vs"] = {p: peers[p]["median_us"] / c["median_us"]
                            for p in PEERS if p in peers and p != c["impl"]}
+        c["roofline"] = roofline(c, ceilings[c["threads"]], bandwidth.get(c["threads"]))
     results["scaling"], results["fastest"] = {}, {}
     for threads in sorted({c["threads"] for c in timed}):
-        sub = [c for c in timed if c["threads"] == threads]
+        sub = [c for c in timed if c["threads"] == threads and cell_key(c)[-1] == GRID]
         results["scaling"][str(threads)] = fit_scaling(sub)
         results["fastest"][str(threads)] = fastest_regions(sub)
     return results
+
+
+def roofline(c: dict, ceilings: dict, gbps: float | None) -> dict:
+    """The two lower bounds on a step's time and the measured time as a multiple of the
+    larger: compute = FLOPs / the in-run GEMM peak, memory = the minimal bytes a step
+    moves (workload.min_bytes) / the in-run streaming bandwidth."""
+    gemm = next((g for n, g in ceilings.items() if n.endswith("gemm")), None)
+    compute = c["flops"] / (gemm * 1e3) if gemm else None
+    memory = c["bytes_min"] / (gbps * 1e3) if gbps and c.get("bytes_min") else None
+    bounds = {k: v for k, v in (("compute", compute), ("memory", memory)) if v}
+    if not bounds:
+        return {"compute_us": compute, "memory_us": memory, "bound": None, "bound_us": None,
+                "x_bound": None}
+    bound = max(bounds, key=bounds.get)
+    return {"compute_us": compute, "memory_us": memory, "bound": bound,
+            "bound_us": bounds[bound], "x_bound": c["median_us"] / bounds[bound]}
 
 
 # ------------------------------------------------------------------ JSON
@@ -109,10 +137,11 @@ def write_plots(results: dict, out: Path) -> tuple[list[str], str | None]:
         return [], f"matplotlib is not installed ({exc}): no plots in this report."
     cfg = results["config"]
     threads = cfg["threads"][0]
-    cells = [c for c in results["cells"] if c.get("status") == "ok" and c["threads"] == threads]
+    cells = [c for c in results["cells"] if c.get("status") == "ok" and c["threads"] == threads
+             and cell_key(c)[-1] == GRID]
     impls = [i for i in cfg["impls"] if any(c["impl"] == i for c in cells)]
     files = []
-    t = {cell_key(c)[0:1] + cell_key(c)[3:]: c for c in cells}  # (impl, batch, depth, width)
+    t = {cell_key(c)[0:1] + cell_key(c)[3:6]: c for c in cells}  # (impl, batch, depth, width)
     styles = {name: {"marker": "os^vDx*"[k % 7]} for k, name in enumerate(impls)}
 
     # 1. µs/step against depth, one panel per width, one row per batch
@@ -230,13 +259,74 @@ def headline(results: dict, timed: dict) -> list[str]:
     for b, d, w in headline_cells(cfg):
         row = [str(b), str(d), str(w)]
         for impl in cfg["impls"]:
-            c = timed.get((impl, t, cfg["dtype"], b, d, w))
+            c = timed.get((impl, t, cfg["dtype"], b, d, w, GRID))
             row.append(f"{fmt_us(c['median_us'])} [{fmt_us(c['min_us'])}–{fmt_us(c['max_us'])}]"
-                       if c else "—")
+                       if c else _missing(results, impl, t))
         rows.append(row)
     L += _table(["batch", "depth", "width"] + [f"{i} µs/step" for i in cfg["impls"]], rows)
     L.append("Median [min–max] over the runs. Every figure below is measured the same way.")
     L.append("")
+    return L
+
+
+def _missing(results: dict, impl: str, threads: int) -> str:
+    """What a column shows where an implementation has no figure: why, when it was not
+    measured; a dash otherwise (a failed check is listed under Agreement)."""
+    for c in results["cells"]:
+        if c["impl"] == impl and c["threads"] == threads and c.get("status") == "unavailable":
+            return f"n/a: {why_short(c['reason'])}"
+    return "—"
+
+
+def mnist_section(results: dict, timed: dict) -> list[str]:
+    """The MNIST-shaped Adam workload, its own row per engine."""
+    cfg = results["config"]
+    cells = [c for c in results["cells"] if cell_key(c)[-1] == MNIST]
+    if not cells:
+        return []
+    L = [f"## MNIST-shaped workload: {cells[0]['network']}", ""]
+    rows = []
+    for t in cfg["threads"]:
+        for impl in cfg["impls"]:
+            c = next((c for c in cells if c["impl"] == impl and c["threads"] == t), None)
+            if c is None or c.get("status") != "ok":
+                why = (f"n/a: {why_short(c['reason'])}" if c and c.get("reason")
+                       else (c or {}).get("status", "—"))
+                rows.append([impl, str(t), why] + ["—"] * 5)
+                continue
+            r = c.get("roofline") or {}
+            vs = ", ".join(f"{fmt_num(v)}× vs {p}" for p, v in c.get("speedup_vs", {}).items())
+            rows.append([impl, str(t), fmt_us(c["median_us"]),
+                         f"{fmt_us(c['min_us'])}–{fmt_us(c['max_us'])}", fmt_num(c["gflops"]),
+                         fmt_num(r.get("x_bound")),
+                         fmt_num(next((v for n, v in c.get("fraction_of", {}).items()
+                                       if n.endswith("gemm")), None)), vs or "—"])
+    L += _table(["impl", "threads", "µs/step", "min–max", "GFLOP/s", "× bound",
+                 "fraction of sgemm", "speed-up"], rows)
+    L.append("One timed epoch of K shuffled minibatches; µs per step = epoch / K. × bound: the "
+             "step time over the larger roofline bound (see Roofline).")
+    L.append("")
+    return L
+
+
+def roofline_section(results: dict, timed: dict, t: int, b: int) -> list[str]:
+    cfg = results["config"]
+    impls = cfg["impls"]
+    L = [f"### Roofline, batch {b}, {t} thread{'s' if t > 1 else ''}", ""]
+    rows = []
+    for d in cfg["depths"]:
+        for w in cfg["widths"]:
+            cs = {i: timed.get((i, t, cfg["dtype"], b, d, w, GRID)) for i in impls}
+            r = next((c["roofline"] for c in cs.values() if c and c.get("roofline")), None)
+            if r is None:
+                continue
+            row = [str(d), str(w), fmt_us(r["compute_us"]), fmt_us(r["memory_us"]),
+                   r["bound"] or "—"]
+            row += [fmt_num(cs[i]["roofline"]["x_bound"]) if cs[i] else
+                    _missing(results, i, t) for i in impls]
+            rows.append(row)
+    L += _table(["depth", "width", "compute µs", "memory µs", "bound"] +
+                [f"{i} × bound" for i in impls], rows)
     return L
 
 
@@ -308,11 +398,15 @@ def write_markdown(results: dict, path: Path) -> None:
     for note in results.get("notes", []):
         L.append(f"- Note: {note}")
     L.append("")
+    k = next((c.get("steps_per_run") for c in cells if c.get("steps_per_run")), None)
     L.append("Network: depth d = d hidden layers, `x (B, w) -> [Dense(w->w), ReLU] × d -> "
-             "Dense(w->10) -> softmax cross-entropy`, one step = forward, loss, backward and "
-             "SGD (lr 0.01). FLOPs per step (docs/design.md §5): 6·B·Σ nᵢnᵢ₊₁ − 2·B·n₀n₁. Peers: "
+             "Dense(w->10) -> MSE`, one step = forward, loss, backward and SGD (lr 0.01); "
+             f"the timed unit is one epoch of {k or 'K'} shuffled minibatches of the same data "
+             "for every engine, and µs per step is the epoch's time over that count. "
+             "FLOPs per step (docs/design.md §5): 6·B·Σ nᵢnᵢ₊₁ − 2·B·n₀n₁. Peers: "
              "`numpy-plain` is the training loop a NumPy user writes by hand; `torch` is "
-             "nn.Sequential + CrossEntropyLoss + optim.SGD, eager, on the CPU.")
+             "nn.Sequential + MSELoss + optim.SGD, eager, on the CPU; `jax` is the whole "
+             "epoch jitted, `jax.lax.scan` over the minibatches, optax.")
     L.append("")
 
     L += headline(results, timed)
@@ -323,6 +417,12 @@ def write_markdown(results: dict, path: Path) -> None:
     rows = [[c["name"], c["what"], str(c["threads"]), f"{c['gflops']:.1f}",
              f"{c.get('gflops_median', c['gflops']):.1f}"] for c in results["ceilings"]]
     L += _table(["ceiling", "what", "threads", "GFLOP/s (best)", "GFLOP/s (median)"], rows)
+    for bw in results.get("bandwidth", []):
+        per = ", ".join(f"{n} thread{'s' if n != '1' else ''} {g:.1f}"
+                        for n, g in bw.get("by_threads", {}).items())
+        L.append(f"Streaming bandwidth ({bw['threads']} threads): **{bw['gbps']:.1f} GB/s**, "
+                 f"{bw['what']} (best of: {per} GB/s).")
+        L.append("")
     if not any(c["name"] == "fma" for c in results["ceilings"]):
         L.append("No FMA-throughput loop in this run (the C backend does not offer one here): "
                  "fractions of peak are of the GEMM ceiling alone.")
@@ -348,10 +448,14 @@ def write_markdown(results: dict, path: Path) -> None:
         kern = [c for c in checked if c["check"].get("kernel_check") == "passed"]
         worst = max((c["check"].get("worst_kernel_ratio", 0.0) for c in kern), default=0.0)
         e2e = max((c["check"].get("grad_rel_err", 0.0) for c in checked), default=0.0)
+        ep = [c for c in checked if c["check"].get("epoch_check") == "passed"]
+        ep_worst = max((c["check"].get("epoch_ratio", 0.0) for c in ep), default=0.0)
         L.append(f"{len(checked) - len(failed)} of {len(checked)} runs agree. Kernel by kernel "
                  f"(docs/design.md §3, |x − ref| ≤ 16·u·S): {len(kern)} runs, worst error "
                  f"{worst:.2f} of its bound. End to end against the NumPy backend in float64: "
-                 f"worst relative gradient error {e2e:.2g}.")
+                 f"worst relative gradient error {e2e:.2g}. The timed epoch itself (losses "
+                 f"and parameters after it, max |x − ref| ≤ 2e-4·max |ref| in float32): "
+                 f"{len(ep)} runs, worst error {ep_worst:.2f} of its bound.")
         skipped = sorted({c["check"]["kernel_check"] for c in checked
                           if str(c["check"].get("kernel_check", "")).startswith("skipped")})
         for s in skipped:
@@ -360,6 +464,7 @@ def write_markdown(results: dict, path: Path) -> None:
             L.append(f"- **{c['impl']} failed** at batch {c['batch']}, depth {c['depth']}, width "
                      f"{c['width']} (not timed): " + "; ".join(c["check"]["messages"][:3]))
     L.append("")
+    L += mnist_section(results, timed)
 
     # the main tables, per thread count and batch
     for t in cfg["threads"]:
@@ -372,8 +477,8 @@ def write_markdown(results: dict, path: Path) -> None:
                 for w in cfg["widths"]:
                     row = [str(d), str(w)]
                     for i in impls:
-                        c = timed.get((i, t, cfg["dtype"], b, d, w))
-                        row.append(fmt_us(c["median_us"]) if c else "—")
+                        c = timed.get((i, t, cfg["dtype"], b, d, w, GRID))
+                        row.append(fmt_us(c["median_us"]) if c else _missing(results, i, t))
                     rows.append(row)
             L += _table(["depth", "width"] + impls, rows)
             L.append(f"### Throughput and speed-ups, batch {b}, {t} thread{'s' if t > 1 else ''}")
@@ -385,7 +490,7 @@ def write_markdown(results: dict, path: Path) -> None:
             rows = []
             for d in cfg["depths"]:
                 for w in cfg["widths"]:
-                    cs = {i: timed.get((i, t, cfg["dtype"], b, d, w)) for i in impls}
+                    cs = {i: timed.get((i, t, cfg["dtype"], b, d, w, GRID)) for i in impls}
                     mem = next((c["memory_bytes"] for c in cs.values() if c and
                                 c.get("memory_bytes")), None)
                     row = [str(d), str(w), fmt_mb(mem)]
@@ -397,8 +502,14 @@ def write_markdown(results: dict, path: Path) -> None:
                             for i in gk for p in peers]
                     rows.append(row)
             L += _table(header, rows)
+            L += roofline_section(results, timed, t, b)
     L.append("MB: model + workspace held by the gradkern Buffers and optimizer state. "
-             "`× vs peer` above 1 means faster than that peer.")
+             "`× vs peer` above 1 means faster than that peer. Roofline: compute µs = FLOPs / "
+             "the sgemm ceiling; memory µs = the fewest bytes a step moves / the streaming "
+             "bandwidth, both measured in this run; `× bound` is the step time over the larger "
+             "of the two (1 would be at the machine's limit). Minimal bytes per step, s the "
+             "element size: s·[(5 + 4·adam)·P + Σ_{i≥1} nᵢnᵢ₊₁ + B·(2n₀ + 4·Σ_{0<i<L} nᵢ + "
+             "5n_L)], P the parameter count (docs/performance.md).")
     L.append("")
 
     # scaling
@@ -479,18 +590,17 @@ def write_markdown(results: dict, path: Path) -> None:
     L.append("")
     rows = []
     for c in cells:
+        key = [str(v) for v in cell_key(c)]
         if c.get("status") != "ok":
-            rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]),
-                         str(c["depth"]), str(c["width"]), c.get("status", "?")] + ["—"] * 9)
+            rows.append(key + [c.get("status", "?")] + ["—"] * 9)
             continue
-        rows.append([c["impl"], str(c["threads"]), c["dtype"], str(c["batch"]), str(c["depth"]),
-                     str(c["width"]), fmt_us(c["median_us"]), fmt_us(c["q1_us"]),
+        rows.append(key + [fmt_us(c["median_us"]), fmt_us(c["q1_us"]),
                      fmt_us(c["q3_us"]), fmt_us(c["min_us"]), fmt_us(c["max_us"]),
                      f"{c['runs']}×{c['inner']}", fmt_num(c["gflops"]),
                      fmt_num(c.get("cpu_per_wall"), 2), _pct(c.get("other_load")),
                      fmt_num(c.get("slowdown"), 3)])
-    L += _table(["impl", "threads", "dtype", "batch", "depth", "width", "median µs", "q1 µs",
-                 "q3 µs", "min µs", "max µs", "runs×steps", "GFLOP/s", "cores busy",
+    L += _table([*KEY_FIELDS, "median µs", "q1 µs",
+                 "q3 µs", "min µs", "max µs", "runs×epochs", "GFLOP/s", "cores busy",
                  "other %", "slowdown"], rows)
     L.append("cores busy: CPU time of this process (every thread, spinning ones too) over wall "
              "time while timing. other %: share of the machine's CPU time other processes "

@@ -9,11 +9,24 @@ from dataclasses import dataclass, field
 
 from .. import backends
 from . import ceilings
-from .check import check_runner, reference_gradients
+from .check import check_runner, reference_epoch, reference_gradients
 from .machine import OtherLoad, SpeedProbe, ThreadPin
 from .report import BUSY, SLOW
 from .timing import time_steps
-from .workload import PEERS, TORCH, Workload, make_runner, torch_available
+from .workload import (
+    EPOCH_BATCHES,
+    GRID,
+    JAX,
+    MNIST,
+    MNIST_BATCH,
+    PEERS,
+    TORCH,
+    Workload,
+    init_jax,
+    jax_threads,
+    make_runner,
+    peer_missing,
+)
 
 FULL_DEPTHS = (1, 2, 4, 8, 16, 32)
 FULL_WIDTHS = (16, 64, 256, 1024)
@@ -40,38 +53,66 @@ class Config:
     check: bool = True
     seed: int = 0
     progress: bool = True
+    mnist: bool = True  # the MNIST-shaped Adam workload as its own row
+    mnist_sizes: tuple[int, ...] | None = None  # None: 784-512-256-10 (the tests shrink it)
+    mnist_batch: int = MNIST_BATCH
+    epoch_batches: int = EPOCH_BATCHES  # K minibatches per timed epoch
     notes: list[str] = field(default_factory=list)
+    unavailable: dict = field(default_factory=dict)  # peer -> why it is not measured
 
     def impls(self) -> list[str]:
+        """Every implementation with a column, the unavailable peers included."""
         return list(self.backends) + list(self.peers)
 
+    def keys(self) -> list[tuple[str, int, int, int]]:
+        """(workload, batch, depth, width) of every cell, the MNIST-shaped row last."""
+        out = [(GRID, b, d, w) for b in self.batches for d in self.depths for w in self.widths]
+        if self.mnist:
+            wl = Workload(1, 1, 1, self.dtype, workload=MNIST, sizes=self.mnist_sizes,
+                          n_batches=1)
+            out.append((MNIST, self.mnist_batch, wl.depth, wl.width))
+        return out
+
     def n_cells(self) -> int:
-        return len(self.depths) * len(self.widths) * len(self.batches)
+        return len(self.keys())
 
 
 def resolve_impls(cfg: Config) -> Config:
-    """Fill in the available backends; drop PyTorch when it cannot be imported."""
+    """Fill in the available backends; a peer that cannot be imported keeps its column,
+    which says why (cfg.unavailable)."""
     if not cfg.backends:
         cfg.backends = tuple(backends.available())
     for name in cfg.backends:
         backends.get(name)  # raises with the reason when it is not available
-    if TORCH in cfg.peers and not torch_available():
-        cfg.peers = tuple(p for p in cfg.peers if p != TORCH)
-        cfg.notes.append("PyTorch is not importable here: no PyTorch peer in this run.")
+    for peer in cfg.peers:
+        why = peer_missing(peer)
+        if why is not None and peer not in cfg.unavailable:
+            cfg.unavailable[peer] = why
+            cfg.notes.append(f"`{peer}` is not measured: {why}.")
     return cfg
+
+
+def _unavailable(cfg: Config, impl: str, n_threads: int) -> str | None:
+    if impl in cfg.unavailable:
+        return cfg.unavailable[impl]
+    if impl == JAX and jax_threads() not in (None, n_threads):
+        return (f"XLA's CPU thread pool is sized once per process, when JAX starts: "
+                f"{jax_threads()} threads in this run, not {n_threads}")
+    return None
 
 
 def compile_times(cfg: Config) -> dict:
     """First call of each gradkern backend on a tiny network, against its steady step:
     the difference is compilation (or loading), excluded from every other figure."""
-    wl = Workload(1, 16, 16, cfg.dtype, cfg.seed)
+    wl = Workload(1, 16, 16, cfg.dtype, cfg.seed, n_batches=cfg.epoch_batches)
     out = {}
     for name in cfg.backends:
         runner = make_runner(name, wl)
-        t = time_steps(runner.step, max_seconds=0.2)
-        out[name] = {"first_call_s": t.first_call_s, "steady_step_s": t.median_us * 1e-6,
-                     "compile_s": max(0.0, t.first_call_s - t.median_us * 1e-6),
-                     "cell": wl.key()}
+        t = time_steps(runner.run, max_seconds=0.2)
+        epoch_s = t.median_us * 1e-6
+        out[name] = {"first_call_s": t.first_call_s, "steady_epoch_s": epoch_s,
+                     "steady_step_s": epoch_s / runner.steps_per_run,
+                     "compile_s": max(0.0, t.first_call_s - epoch_s), "cell": wl.key()}
     return out
 
 
@@ -108,16 +149,20 @@ class _Sweep:
             self.bar.total += n
             self.bar.refresh()
 
-    def measure(self, n_threads: int, batch: int, depth: int, width: int,
+    def measure(self, n_threads: int, workload: str, batch: int, depth: int, width: int,
                 check: bool) -> list[dict]:
         """Every implementation on one cell, one after the other."""
-        wl = Workload(depth, width, batch, self.cfg.dtype, self.cfg.seed)
-        ref = reference_gradients(wl) if check else None
+        cfg = self.cfg
+        wl = Workload(depth, width, batch, cfg.dtype, cfg.seed, workload=workload,
+                      sizes=cfg.mnist_sizes if workload == MNIST else None,
+                      n_batches=cfg.epoch_batches)
+        ref = (reference_gradients(wl), reference_epoch(wl)) if check else None
         cells = []
         for impl in self.impls:
             if self.bar is not None:
-                self.bar.set_description(f"t{n_threads} b{batch} d{depth} w{width} {impl}")
-            cells.append(_one(impl, wl, ref, n_threads, self.cfg, self.seconds(), check))
+                where = "mnist" if workload == MNIST else f"d{depth} w{width}"
+                self.bar.set_description(f"t{n_threads} b{batch} {where} {impl}")
+            cells.append(_one(impl, wl, ref, n_threads, cfg, self.seconds(), check))
             self.runs_left -= 1
             if self.bar is not None:
                 self.bar.update(1)
@@ -127,12 +172,7 @@ class _Sweep:
 
     def grid(self, n_threads: int) -> list[dict]:
         cfg = self.cfg
-        grid = {}
-        for batch in cfg.batches:
-            for depth in cfg.depths:
-                for width in cfg.widths:
-                    grid[(batch, depth, width)] = self.measure(n_threads, batch, depth, width,
-                                                               cfg.check)
+        grid = {key: self.measure(n_threads, *key, cfg.check) for key in cfg.keys()}
         # a cell measured while a neighbour took CPU time, or while the speed probe ran
         # slower than its best in this run, is measured again, all of its implementations
         # together (side by side); the less disturbed measurement is kept
@@ -149,7 +189,9 @@ class _Sweep:
             for key in busy:
                 again = self.measure(n_threads, *key, check=False)
                 for new, old in zip(again, grid[key], strict=True):
-                    new["check"] = old["check"]  # the same configuration, checked before
+                    if new.get("status") == "unavailable":
+                        continue
+                    new["check"] = old.get("check")  # the same configuration, checked before
                     new["remeasured"] = attempt + 1
                     new["discarded"] = old.get("discarded", []) + [
                         {"median_us": old.get("median_us"), "other_load": old.get("other_load")}]
@@ -168,10 +210,14 @@ def sweep(cfg: Config) -> dict:
     """Run the grid at each thread count. Returns the raw results (see report.json)."""
     import numpy as np
 
-    if TORCH in cfg.peers:
+    results = {"cells": [], "ceilings": [], "bandwidth": [], "compile": {}, "threads": {}}
+    if TORCH in cfg.peers and TORCH not in cfg.unavailable:
         import torch  # noqa: F401  -- loaded before pinning, so its threads get pinned too
-
-    results = {"cells": [], "ceilings": [], "compile": {}, "threads": {}}
+    if JAX in cfg.peers and JAX not in cfg.unavailable:
+        results["jax"] = init_jax(cfg.threads[0], cfg.dtype)
+        cfg.notes.append(f"JAX {results['jax']['jax']}: XLA's CPU thread pool sized to "
+                         f"{results['jax']['threads']} threads ({results['jax']['how']}; "
+                         f"XLA_FLAGS={results['jax']['XLA_FLAGS'] or 'unset'}).")
     if cfg.probe is None and cfg.retries > 0:
         cfg.probe = SpeedProbe()
     run = _Sweep(cfg, len(cfg.threads) * cfg.n_cells() * len(cfg.impls()))
@@ -189,6 +235,8 @@ def sweep(cfg: Config) -> dict:
         if fma is not None:
             fma["threads"] = n_threads
             results["ceilings"].append(fma)
+        time.sleep(cfg.settle_s)
+        results["bandwidth"].append(ceilings.stream_ceiling(n_threads))
         results["compile"][str(n_threads)] = compile_times(cfg)
         results["cells"] += run.grid(n_threads)
         results["threads"][str(n_threads)]["after"] = ThreadPin.report()
@@ -228,16 +276,21 @@ def _badness(cells: list[dict]) -> float:
 
 def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: float,
          check: bool) -> dict:
-    runner = make_runner(impl, wl)
-    cell = {"impl": impl, "kind": runner.kind, "threads": n_threads, **wl.key(),
-            "flops": wl.flops, "n_params": int(sum(W.size + b.size for W, b in
-                                                 wl.plan.param_views(wl.params0))),
+    cell = {"impl": impl, "kind": "gradkern" if impl in cfg.backends else "peer",
+            "threads": n_threads, **wl.key(), "network": wl.describe(),
+            "steps_per_run": wl.n_batches, "flops": wl.flops, "bytes_min": wl.bytes_min,
+            "n_params": int(sum(W.size + b.size for W, b in wl.plan.param_views(wl.params0))),
             "memory_bytes": None}
+    why = _unavailable(cfg, impl, n_threads)
+    if why is not None:
+        cell.update(status="unavailable", reason=why)
+        return cell
+    runner = make_runner(impl, wl)
     if runner.kind == "gradkern":
         cell["memory_bytes"] = runner.nbytes()
     if check:
         t0 = time.perf_counter()
-        res = check_runner(runner, wl, ref)
+        res = check_runner(runner, wl, ref[0], ref_epoch=ref[1])
         cell["check_s"] = time.perf_counter() - t0
         cell["check"] = res.as_dict()
         if not res.ok:
@@ -250,14 +303,20 @@ def _one(impl: str, wl: Workload, ref, n_threads: int, cfg: Config, seconds: flo
     probe = cfg.probe.measure() if cfg.probe else None
     meter = OtherLoad().start()
     t0, cpu0 = time.perf_counter(), time.process_time()
-    timing = time_steps(runner.step, seconds)
+    timing = time_steps(runner.run, seconds)
     wall = time.perf_counter() - t0
     cell["max_seconds"] = seconds
     cell["timing_s"] = wall
     # cores this process kept busy while timing (every thread, spinning ones included):
     # about 1 for a single-threaded step, up to the thread count for a parallel one
     cell["cpu_per_wall"] = (time.process_time() - cpu0) / wall
-    cell.update(timing.summary())
+    # the timed unit is an epoch of K steps: every figure below is per step
+    summary = timing.summary()
+    k = runner.steps_per_run
+    for name in ("median_us", "min_us", "max_us", "q1_us", "q3_us"):
+        summary[name] /= k
+    summary["samples_us"] = [x / k for x in summary["samples_us"]]
+    cell.update(summary)
     cell["other_load"] = meter.stop()
     if probe is not None:
         after = cfg.probe.measure()
