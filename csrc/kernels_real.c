@@ -86,6 +86,22 @@ int F(gk_activation_backward)(int64_t kind, REAL *dinp, const REAL *dout, const 
 
 /* ---------------------------------------------------------------- losses */
 
+/* l1 / huber of one difference d: the loss in double (NaN takes huber's linear branch) */
+static inline double F(robust1)(int64_t kind, REAL d, double delta)
+{
+    double a = fabs((double)d);
+    if (kind == GK_L1) return a;
+    return a < delta ? 0.5 * a * a : delta * (a - 0.5 * delta);
+}
+
+/* and its gradient in REAL: l1 sign(d) (0 at 0, as torch; NaN stays NaN), huber d clipped
+   to [-delta, delta] (NaN stays NaN) */
+static inline REAL F(drobust1)(int64_t kind, REAL d, REAL dl)
+{
+    if (kind == GK_L1) return d > 0 ? (REAL)1 : (d < 0 ? (REAL)-1 : d * (REAL)0);
+    return d > dl ? dl : (d < -dl ? -dl : d);
+}
+
 /* The weighted mean Σ w_r l_r / Σ w_r of the rows' losses l_r (a row's mean over its K
    elements, or its NLL); dpred = w_r / Σw · d l_r / d pred. Weights summing to 0 (they are
    finite and >= 0): loss 0 and dpred 0. Labels were checked by the caller. */
@@ -100,7 +116,6 @@ static int F(loss_weighted)(int64_t kind, REAL *dpred, double *loss, const REAL 
         *loss = 0;
         return GK_OK;
     }
-    (void)delta;
     double s = 0;
     for (int64_t r = 0; r < B; r++) {
         const REAL *z = pred + r * K, *t = target ? target + r * K : NULL;
@@ -133,6 +148,14 @@ static int F(loss_weighted)(int64_t kind, REAL *dpred, double *loss, const REAL 
                 row += (double)(zj > 0 ? zj : 0) - (double)zj * (double)y
                        + log1p(exp(-fabs((double)zj)));
                 d[j] = (F(sigmoid1)(zj) - y) * f;
+            }
+            row /= (double)K;
+        } else if (kind == GK_L1 || kind == GK_HUBER) {
+            REAL f = (REAL)(w / (wsum * (double)K)), dl = (REAL)delta;
+            for (int64_t j = 0; j < K; j++) {
+                REAL e = z[j] - t[j];
+                row += F(robust1)(kind, e, delta);
+                d[j] = F(drobust1)(kind, e, dl) * f;
             }
             row /= (double)K;
         } else {
@@ -204,6 +227,17 @@ int F(gk_loss_forward_backward)(int64_t kind, REAL *dpred, double *loss, const R
             REAL z = pred[i], y = target[i];
             s += (double)(z > 0 ? z : 0) - (double)z * (double)y + log1p(exp(-fabs((double)z)));
             dpred[i] = (F(sigmoid1)(z) - y) * f;
+        }
+        *loss = s / (double)n;
+        return GK_OK;
+    }
+    if (kind == GK_L1 || kind == GK_HUBER) {  /* mean over all elements */
+        double s = 0;
+        REAL f = (REAL)(1.0 / (double)n), dl = (REAL)delta;
+        for (int64_t i = 0; i < n; i++) {
+            REAL e = pred[i] - target[i];
+            s += F(robust1)(kind, e, delta);
+            dpred[i] = F(drobust1)(kind, e, dl) * f;
         }
         *loss = s / (double)n;
         return GK_OK;

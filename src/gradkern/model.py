@@ -71,9 +71,11 @@ def _resolve_init(init: str | None) -> str | None:
 class Sequential:
     """A stack of layers trained by backpropagation on a gradkern backend."""
 
+    huber_delta = 1.0  # the loss 'huber''s delta (set by __init__; models pickled before it)
+
     def __init__(self, layers: SequenceABC[Layer], input_size: int, loss: str = "mse",
                  dtype: str = "float32", backend: str = "auto", seed: int = 0,
-                 init: str | None = None):
+                 init: str | None = None, huber_delta: float = 1.0):
         if not isinstance(layers, SequenceABC) or not layers:
             raise ValueError("Sequential needs a non-empty list of layers")
         for layer in layers:
@@ -99,7 +101,10 @@ class Sequential:
             spec = layer.spec(n)
             specs.append(spec)
             n = spec.n_out
-        self.plan = Plan(specs, loss, dt)
+        if isinstance(huber_delta, bool) or not isinstance(huber_delta, (int, float)):
+            raise TypeError(f"huber_delta must be a number, got {huber_delta!r}")
+        self.huber_delta = float(huber_delta)  # torch.nn.HuberLoss(delta); > 0 (Plan checks)
+        self.plan = Plan(specs, loss, dt, delta=self.huber_delta)
         self.bufs = Buffers(self.plan, capacity=1)
         self.backend = _backends.get(backend)
         self._rng = np.random.default_rng(seed)  # data order and dropout seeds
@@ -261,9 +266,12 @@ class Sequential:
         return int(sum(v.size for v in self._grad_views().values()))
 
     def config(self) -> dict:
-        return {"class": "Sequential", "layers": [layer.config() for layer in self.layers],
-                "input_size": self.input_size, "loss": self.loss, "dtype": str(self.dtype),
-                "seed": self.seed, "init": self.init}
+        cfg = {"class": "Sequential", "layers": [layer.config() for layer in self.layers],
+               "input_size": self.input_size, "loss": self.loss, "dtype": str(self.dtype),
+               "seed": self.seed, "init": self.init}
+        if self.loss == "huber":
+            cfg["huber_delta"] = self.huber_delta
+        return cfg
 
     # --------------------------------------------------------------- validation
     def _check_X(self, X, what: str = "X") -> np.ndarray:
@@ -302,13 +310,19 @@ class Sequential:
             raise ValueError("batch normalization needs more than one row per training batch")
 
     # ---------------------------------------------------------------- inference
-    def _forward_chunks(self, X: np.ndarray) -> np.ndarray:
-        out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
+    def _forward_chunks(self, X: np.ndarray, labels: bool = False) -> np.ndarray:
+        """Outputs (N, K) chunk by chunk; labels=True: cross_entropy's argmax (N,) per chunk,
+        so that predict holds no (N, K) logits."""
+        if labels:
+            out = np.empty(X.shape[0], dtype=np.int64)
+        else:
+            out = np.empty((X.shape[0], self.n_outputs), dtype=self.dtype)
         chunk = min(PREDICT_CHUNK, X.shape[0])
         bufs = self._inference_buffers(chunk)
         for start in range(0, X.shape[0], chunk):
             part = X[start : start + chunk]
-            out[start : start + part.shape[0]] = self.backend.forward(self.plan, bufs, part)
+            pred = self.backend.forward(self.plan, bufs, part)
+            out[start : start + part.shape[0]] = pred.argmax(axis=1) if labels else pred
         return out
 
     def predict_raw(self, X) -> np.ndarray:
@@ -319,9 +333,12 @@ class Sequential:
 
     def predict(self, X) -> np.ndarray:
         """Class labels (N,) for classifiers; predictions for regression ((N,) for one output)."""
+        if self.loss == "cross_entropy":  # per chunk: no (N, K) logits held
+            mapped = _stream.is_mapped(X)
+            Xc = (_stream.stream_X(X, self.input_size, self.dtype) if mapped
+                  else self._check_X(X))
+            return self._forward_chunks(Xc, labels=True)
         raw = self.predict_raw(X)
-        if self.loss == "cross_entropy":
-            return raw.argmax(axis=1)
         if self.loss == "binary_cross_entropy":
             labels = (raw > 0).astype(np.int64)
             return labels[:, 0] if self.n_outputs == 1 else labels
@@ -365,7 +382,7 @@ class Sequential:
                 ss_res += float(np.sum((pred.astype(np.float64) - ys) ** 2))
             dpred = bufs.dout(last, xs.shape[0])
             total += xs.shape[0] * self.backend.loss_forward_backward(
-                self.plan.loss_code, dpred, pred, ys)
+                self.plan.loss_code, dpred, pred, ys, delta=self.plan.delta)
         result = {"loss": total / X.shape[0]}
         if self.loss == "cross_entropy":
             result["accuracy"] = hits / X.shape[0]
@@ -435,7 +452,8 @@ class Sequential:
         """Train by minibatch backpropagation; returns a History. See gradkern.trainer._fit
         for the options and gradkern.trainer.fit for what a failed fit leaves (nothing, if
         no step was applied). With batch normalization batch_size=1 is refused and a
-        would-be 1-row last minibatch is left out of its epoch."""
+        would-be 1-row last minibatch is left out of its epoch. sample_weight= (N,) and
+        class_weight= ('balanced' or {label: weight}) weight the loss (trainer._fit)."""
         return _trainer.fit(self, X, y, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                    **kwargs)
 
@@ -466,7 +484,8 @@ class MLP(Sequential):
 
     def __init__(self, layer_sizes, activation: str = "relu", loss: str = "mse",
                  dtype: str = "float32", backend: str = "auto", seed: int = 0,
-                 init: str | None = None, batchnorm: bool = False, dropout: float = 0.0):
+                 init: str | None = None, batchnorm: bool = False, dropout: float = 0.0,
+                 huber_delta: float = 1.0):
         sizes = check_sizes(layer_sizes)
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; known: {', '.join(ACTIVATIONS)}")
@@ -486,7 +505,7 @@ class MLP(Sequential):
         self.batchnorm = bool(batchnorm)
         self.dropout = float(dropout)
         super().__init__(layers, input_size=sizes[0], loss=loss, dtype=dtype, backend=backend,
-                         seed=seed, init=init)
+                         seed=seed, init=init, huber_delta=huber_delta)
 
     def config(self) -> dict:
         cfg = super().config()
@@ -503,11 +522,13 @@ def from_config(cfg: dict, backend: str = "auto") -> Sequential:
     if cfg["class"] == "MLP":
         return MLP(cfg["layer_sizes"], activation=cfg["activation"], loss=cfg["loss"],
                    dtype=cfg["dtype"], backend=backend, seed=cfg["seed"], init=cfg["init"],
-                   batchnorm=cfg["batchnorm"], dropout=cfg["dropout"])
+                   batchnorm=cfg["batchnorm"], dropout=cfg["dropout"],
+                   huber_delta=cfg.get("huber_delta", 1.0))
     if cfg["class"] == "Sequential":
         return Sequential([_layers.from_config(c) for c in cfg["layers"]],
                           input_size=cfg["input_size"], loss=cfg["loss"], dtype=cfg["dtype"],
-                          backend=backend, seed=cfg["seed"], init=cfg["init"])
+                          backend=backend, seed=cfg["seed"], init=cfg["init"],
+                          huber_delta=cfg.get("huber_delta", 1.0))
     raise ValueError(f"unknown model class {str(cfg['class'])[:80]!r}")
 
 

@@ -70,7 +70,8 @@ def build(model, seed: int = 0):
         mods.append(m)
     net = nn.Sequential(*mods).to(tdtype)
     loss_fn = {"mse": nn.MSELoss(), "cross_entropy": nn.CrossEntropyLoss(),
-               "binary_cross_entropy": nn.BCEWithLogitsLoss()}[model.loss]
+               "binary_cross_entropy": nn.BCEWithLogitsLoss(), "l1": nn.L1Loss(),
+               "huber": nn.HuberLoss(delta=model.huber_delta)}[model.loss]
     return net, loss_fn
 
 

@@ -163,6 +163,9 @@ def fd_losses(ctx: Context, backend: str, dtype: str) -> Worst:
                 n_out = 2
             model = _model(backend, [Dense(6), Activation("tanh"), Dense(n_out)], 3, loss)
             X, y = fd_data(rng, 11, 3, n_out, loss)
+            if loss in ("l1", "huber"):  # |pred - y| away from l1's 0 and huber's delta
+                size = rng.choice([0.3, 1.6], size=(11, n_out)) + rng.uniform(0, 0.4, (11, n_out))
+                y = model.predict_raw(X) + rng.choice([-1.0, 1.0], size=(11, n_out)) * size
             finite_differences(model, X, y, n_checks=_n(ctx), rng=rng, worst=w,
                                label=f"{loss} K={n_out}")
     return w
