@@ -306,3 +306,17 @@ def test_pickle_round_trip_trains_identically(backend):
         m2.train_step(X, y, o2)
         for k, v in model.named_parameters().items():
             np.testing.assert_array_equal(m2.named_parameters()[k], v, err_msg=k)
+
+
+# ------------------------------------------------------------------ command line
+@pytest.mark.parametrize("name,cls", [("rmsprop", "RMSprop"), ("adagrad", "Adagrad")])
+def test_train_command_takes_the_optimizers(capsys, name, cls):
+    from gradkern.cli import main
+
+    assert main(["train", "--data", "iris", "--hidden", "8", "--epochs", "3", "--quiet",
+                 "--backend", "numpy", "--optimizer", name, "--momentum", "0.5"]
+                + (["--lr", "0.05"] if name == "adagrad" else [])) == 0
+    out = capsys.readouterr().out
+    assert f"optimizer: {cls}(lr={0.05 if name == 'adagrad' else 0.01}" in out
+    if name == "rmsprop":
+        assert "momentum=0.5" in out
