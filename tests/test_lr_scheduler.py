@@ -262,3 +262,15 @@ def test_importable_both_ways_and_intervals():
     assert StepLR(_opt(), step_size=2, interval="step").interval == "step"
     assert OneCycleLR(_opt(), max_lr=1.0, total_steps=3, interval="epoch").interval == "epoch"
     assert "StepLR(step_size=2, gamma=0.1" in repr(StepLR(_opt(), step_size=2))
+
+
+def test_check_rows_against_torch(backend, dtype):
+    """gradkern check's torch/scheduler-* rows: every scheduler's rates over 3 epochs, and
+    the weights after 3 epochs of fit(..., scheduler=) on this backend, within the bounds."""
+    from gradkern.verify.common import Context
+    from gradkern.verify.schedulers import scheduler_epochs, scheduler_rates
+
+    ctx = Context(quick=False)
+    for check in (scheduler_rates, scheduler_epochs):
+        w = check(ctx, backend, dtype)
+        assert w.ok, (check.__name__, w.ratio, w.where)

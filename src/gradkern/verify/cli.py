@@ -4,7 +4,8 @@ Three families of checks (docs/correctness.md), each one row of the printed matr
 
 - fd/*      central finite differences (`finite_diff`), float64 only.
 - kernel/*  every kernel of the contract against the float64 NumPy reference (`kernels`).
-- torch/*   the same model in torch.nn with the same weights (`torch_ref`).
+- torch/*   the same model in torch.nn with the same weights (`torch_ref`); the
+            learning-rate schedulers against torch.optim.lr_scheduler (`schedulers`).
 
 Each cell (check × backend × dtype) reports its worst error as a ratio to its bound
 (`tolerance`) and as an absolute error; a ratio above 1 fails the cell and the command
@@ -32,6 +33,7 @@ from .common import DTYPES, Context, NotApplicable, Skipped, c_tiles
 from .finite_diff import FD_CHECKS
 from .kernels import KERNELS
 from .report import Cell, finite, json_default, matrix, report, torch_version
+from .schedulers import scheduler_epochs, scheduler_rates
 from .torch_ref import (
     torch_adagrad,
     torch_adam,
@@ -69,6 +71,8 @@ CHECKS: tuple[Check, ...] = (
     Check("torch/adamw-10-steps", torch_adamw),
     Check("torch/rmsprop-10-steps", torch_rmsprop),
     Check("torch/adagrad-10-steps", torch_adagrad),
+    Check("torch/scheduler-rates", scheduler_rates),
+    Check("torch/scheduler-3-epochs", scheduler_epochs),
 )
 
 

@@ -33,6 +33,7 @@ K_TORCH = 16.0      # the PyTorch referee in float32, against Magnitudes' S
 K_BENCH = 16.0      # the benchmark's kernel-by-kernel check: K_BENCH·u·S + K_BENCH_REF·u·|ref|
 K_BENCH_REF = 4.0
 TORCH_RTOL64 = 1e-7  # the PyTorch referee in float64: |ours − torch| ≤ 1e-7·S
+SCHED_LR_RTOL = 1e-12  # a scheduler's rate against torch's: |ours − torch| ≤ 1e-12·|torch|
 
 # ---- finite differences (float64, central): |analytic − numeric| ≤ atol + rtol·|numeric|
 FD_EPS, FD_ATOL, FD_RTOL = 1e-6, 1e-5, 1e-3
