@@ -132,3 +132,23 @@ def test_history_loss_is_the_weighted_mean(backend):
     z = logits - logits.max(1, keepdims=True)
     per = np.log(np.exp(z).sum(1)) - z[np.arange(y.size), y]
     assert h["loss"][0] == pytest.approx(np.average(per, weights=sw), rel=1e-12)
+
+
+def test_estimators_take_sample_weight_and_class_weight(backend):
+    from gradkern.sklearn import MLPClassifier, MLPRegressor
+    X, y = _data(n=80)
+    labels = np.array(["x", "y", "z"])[y]
+    kw = dict(hidden_layer_sizes=(8,), max_iter=5, backend=backend, random_state=0)
+    sw = np.random.default_rng(0).uniform(0.5, 2.0, y.size)
+    a = MLPClassifier(**kw).fit(X, labels, sample_weight=sw)
+    b = MLPClassifier(**kw).fit(X, labels)
+    assert not np.array_equal(a.coefs_[0], b.coefs_[0])
+    c = MLPClassifier(class_weight="balanced", **kw).fit(X, labels)
+    d = MLPClassifier(class_weight={"x": 1.0, "y": 1.0, "z": 1.0}, **kw).fit(X, labels)
+    np.testing.assert_allclose(d.coefs_[0], b.coefs_[0], rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(c.coefs_[0], b.coefs_[0])
+    MLPClassifier(early_stopping=True, **kw).fit(X, labels, sample_weight=sw)
+    MLPRegressor(**kw).fit(X, X[:, 0], sample_weight=sw)
+    for bad in (-sw, sw[:-1], np.where(np.arange(y.size) == 3, np.nan, sw)):
+        with pytest.raises(ValueError):
+            MLPClassifier(**kw).fit(X, labels, sample_weight=bad)

@@ -44,8 +44,13 @@ gradients, step for step, for SGD):
   Glorot draw; the data order and dropout masks come from the same seed.
 - ``learning_rate`` 'invscaling' and 'adaptive' work as in scikit-learn (for 'sgd' only; the
   rate changes between epochs). ``solver='lbfgs'`` raises ValueError: gradkern trains by
-  minibatch backpropagation. ``sample_weight`` is not supported yet (the weighted loss
-  kernels are a later change), so ``fit`` does not take it.
+  minibatch backpropagation. ``fit(X, y, sample_weight=None)`` and MLPClassifier's
+  ``class_weight`` ('balanced' or a dict, as scikit-learn's ``compute_class_weight``;
+  not for multi-label targets) make each minibatch's loss the weighted mean
+  Σ w·l / Σ w, computed in the backend's loss kernel; a minibatch whose weights are all 0
+  applies no update. With minibatch SGD an integer weight is not the same as repeating the
+  row (the rows fall in different minibatches), so scikit-learn's sample-weight
+  equivalence check is an expected failure (listed in tests/test_sklearn.py).
 - ``coefs_`` and ``intercepts_`` are copies of the model's weights in scikit-learn's layout
   (``coefs_[i]`` is (n_in, n_out)): changing the arrays in place does not change the model;
   assigning a whole list (``clf.coefs_ = [...]``) writes it into the model.
@@ -74,12 +79,18 @@ try:
     from sklearn.metrics import r2_score
     from sklearn.model_selection import train_test_split
     from sklearn.utils import check_random_state
+    from sklearn.utils.class_weight import compute_class_weight
     from sklearn.utils.multiclass import (
         check_classification_targets,
         type_of_target,
         unique_labels,
     )
-    from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.validation import (
+        _check_sample_weight,
+        check_is_fitted,
+        column_or_1d,
+        validate_data,
+    )
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError(
         "gradkern.sklearn needs scikit-learn >= 1.6 (pip install 'gradkern[sklearn]'): "
@@ -224,14 +235,14 @@ class _BaseMLP(BaseEstimator):
         return p
 
     # ------------------------------------------------------------- training
-    def _fit(self, X, y, incremental: bool, classes=None):
+    def _fit(self, X, y, incremental: bool, classes=None, sample_weight=None):
         """Train; on any error restore the estimator (and its model) as they were."""
         saved = dict(self.__dict__)
         model = saved.get("_model")
         snap = model.state_snapshot() if model is not None else None
         old_backend = model.backend_name if model is not None else None
         try:
-            self._fit_checked(X, y, incremental, classes)
+            self._fit_checked(X, y, incremental, classes, sample_weight)
         except Exception:
             if model is not None:
                 model.restore_snapshot(snap)
@@ -241,7 +252,21 @@ class _BaseMLP(BaseEstimator):
             raise
         return self
 
-    def _fit_checked(self, X, y, incremental: bool, classes) -> None:
+    def _fit_weights(self, X, T, sample_weight):
+        """Per-row weights of sample_weight times class_weight, or None without either."""
+        cw = getattr(self, "class_weight", None)
+        if sample_weight is None and cw is None:
+            return None
+        w = (np.ones(X.shape[0]) if sample_weight is None else
+             _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True))
+        if cw is not None:
+            if self._task == "multilabel":
+                raise ValueError("class_weight is not supported for multi-label targets")
+            idx = (T[:, 0] if T.ndim == 2 else T).astype(np.int64)
+            w = w * compute_class_weight(cw, classes=self.classes_, y=self.classes_[idx])[idx]
+        return w
+
+    def _fit_checked(self, X, y, incremental: bool, classes, sample_weight=None) -> None:
         p = self._check_params()
         if incremental and p["early_stopping"]:
             raise ValueError("partial_fit does not support early_stopping=True")
@@ -249,6 +274,7 @@ class _BaseMLP(BaseEstimator):
         first = not fitted or (not self.warm_start and not incremental)
         X, T, n_out = self._prepare_fit(X, y, first, incremental, classes)
         X = np.ascontiguousarray(X, dtype=p["dtype"])
+        W = self._fit_weights(X, T, sample_weight)
         arch = (X.shape[1], p["hidden"], n_out, p["activation"], p["dtype"], p["batchnorm"],
                 p["dropout"])
         rs = check_random_state(self.random_state)
@@ -289,14 +315,16 @@ class _BaseMLP(BaseEstimator):
             stratify = T if (self._is_clf and T.ndim == 1) else None
             if stratify is None and self._is_clf and self._task == "binary":
                 stratify = T[:, 0]
-            Xtr, Xval, Ttr, Tval = train_test_split(
-                X, T, random_state=rs, test_size=p["validation_fraction"], stratify=stratify)
+            Xtr, Xval, Ttr, Tval, *Wtr = train_test_split(
+                X, T, *([] if W is None else [W]), random_state=rs,
+                test_size=p["validation_fraction"], stratify=stratify)
+            Wtr = Wtr[0] if Wtr else None
             if Xval.shape[0] < 2:
                 raise ValueError("The validation set is too small. Increase "
                                  "'validation_fraction' or the size of your dataset.")
             Xtr, Ttr = np.ascontiguousarray(Xtr), np.ascontiguousarray(Ttr)
         else:
-            Xtr, Ttr = X, T
+            Xtr, Ttr, Wtr = X, T, W
         n = Xtr.shape[0]
         if p["batch_size"] == "auto":
             bs = min(200, n)
@@ -316,7 +344,8 @@ class _BaseMLP(BaseEstimator):
         for _ in range(max_iter):
             try:
                 hist = model.fit(Xtr, Ttr, epochs=1, batch_size=bs, optimizer=opt,
-                                 shuffle=p["shuffle"], progress=False, clip_norm=clip)
+                                 shuffle=p["shuffle"], progress=False, clip_norm=clip,
+                                 sample_weight=Wtr)
             except TrainingDiverged as exc:
                 raise ValueError(
                     f"training diverged in epoch {len(curve) + 1}: {exc}. The input data may "
@@ -527,7 +556,8 @@ _PARAMS_DOC = """
     warm_start=False, momentum=0.9, nesterovs_momentum=True, early_stopping=False,
     validation_fraction=0.1, beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10;
     gradkern's own: backend='auto', dtype='float32', batchnorm=False, dropout=0.0,
-    clip_norm=None (bound on the gradient norm per step).
+    clip_norm=None (bound on the gradient norm per step). MLPClassifier also takes
+    class_weight=None ('balanced' or {label: weight}, as scikit-learn's linear models).
 """
 
 
@@ -541,7 +571,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
                  backend="auto", dtype="float32", batchnorm=False, dropout=0.0,
-                 clip_norm=None):
+                 clip_norm=None, class_weight=None):
+        self.class_weight = class_weight
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -651,10 +682,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(np.mean(np.all((raw > 0) == (T > 0.5), axis=1)))
 
     # ---------------------------------------------------------------- public
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to X (n_samples, n_features) and y: class labels of any type, or a
-        label indicator matrix (multi-label). Returns self."""
-        return self._fit(X, y, incremental=False)
+        label indicator matrix (multi-label); sample_weight (n_samples,) >= 0 weights each
+        row's loss (times class_weight's). Returns self."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     def partial_fit(self, X, y, classes=None):
         """One epoch over (X, y). `classes` (every label that may ever appear) is required
@@ -764,10 +796,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def _val_score(self, model, X, T) -> float:
         return float(r2_score(T, model.predict_raw(X).astype(np.float64)))
 
-    def fit(self, X, y):
+    def fit(self, X, y, sample_weight=None):
         """Fit the network to X (n_samples, n_features) and y (n_samples,) or (n_samples,
-        n_outputs). Returns self."""
-        return self._fit(X, y, incremental=False)
+        n_outputs); sample_weight (n_samples,) >= 0 weights each row's loss. Returns self."""
+        return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
     def partial_fit(self, X, y):
         """One epoch over (X, y). Returns self."""
@@ -789,4 +821,15 @@ MLPClassifier.__doc__ = ("Multi-layer perceptron classifier (scikit-learn's MLPC
 MLPRegressor.__doc__ = ("Multi-layer perceptron regressor (scikit-learn's MLPRegressor; "
                         "loss='squared_error') trained by gradkern.\n" + _PARAMS_DOC)
 
-__all__ = ["MLPClassifier", "MLPRegressor"]
+# scikit-learn's estimator checks these estimators cannot pass, with the reason; scikit-learn
+# >= 1.6 has no tag for it, so parametrize_with_checks(expected_failed_checks=...) reads this
+# (tests/test_sklearn.py), as scikit-learn lists such checks for its own MLP.
+_NOT_REPEATS = ("minibatch SGD: a row of weight 2 is not the same as the row twice (the copies "
+                "fall in different minibatches, and the minibatches are drawn from n rows, "
+                "not n + 1)")
+EXPECTED_FAILED_CHECKS = {
+    "check_sample_weight_equivalence_on_dense_data": _NOT_REPEATS,
+    "check_sample_weight_equivalence_on_sparse_data": _NOT_REPEATS,
+}
+
+__all__ = ["EXPECTED_FAILED_CHECKS", "MLPClassifier", "MLPRegressor"]
