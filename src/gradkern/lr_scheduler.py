@@ -31,6 +31,7 @@ from collections import Counter
 import numpy as np
 
 from . import optim as _optim
+from .contract import Hyper
 
 INTERVALS = ("epoch", "step")
 
@@ -100,9 +101,11 @@ class LRScheduler:
     def _set(self, lr: float) -> None:
         # OneCycleLR's linear anneal, stepped to total_steps (after the last step it
         # schedules), extrapolates below 0 as torch's does: get_last_lr() reports torch's
-        # value, the optimizer holds 0. NaN and inf are refused by the optimizer.
+        # value, the optimizer holds 0. NaN and inf are refused.
         lr = float(lr)
-        self.optimizer.lr = 0.0 if lr < 0 else lr
+        if not math.isfinite(lr):
+            raise ValueError(f"{type(self).__name__} scheduled a rate of {lr}")
+        self.optimizer.hyper[Hyper.LR] = 0.0 if lr < 0 else lr  # opt.lr, without its checks
         self._last_lr = [lr]
 
     def get_last_lr(self) -> list[float]:
@@ -127,8 +130,9 @@ class LRScheduler:
         out = np.empty(n, dtype=np.float64)
         snap = self.state_dict()
         try:
+            hyper = self.optimizer.hyper
             for k in range(n):
-                out[k] = self.optimizer.lr
+                out[k] = hyper[Hyper.LR]
                 self.step()
         except BaseException:
             self.load_state_dict(snap)  # a schedule that fails partway moves nothing
@@ -471,11 +475,18 @@ class OneCycleLR(LRScheduler):
 
     def _phases(self) -> list[tuple[float, str, str]]:
         n, p = self.total_steps, self.pct_start
+        key = (n, p, self.three_phase)
+        cached = getattr(self, "_phase_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         if self.three_phase:
-            return [(float(p * n) - 1, "initial_lr", "max_lr"),
-                    (float(2 * p * n) - 2, "max_lr", "initial_lr"),
-                    (n - 1, "initial_lr", "min_lr")]
-        return [(float(p * n) - 1, "initial_lr", "max_lr"), (n - 1, "max_lr", "min_lr")]
+            phases = [(float(p * n) - 1, "initial_lr", "max_lr"),
+                      (float(2 * p * n) - 2, "max_lr", "initial_lr"),
+                      (n - 1, "initial_lr", "min_lr")]
+        else:
+            phases = [(float(p * n) - 1, "initial_lr", "max_lr"), (n - 1, "max_lr", "min_lr")]
+        self._phase_cache = (key, phases)
+        return phases
 
     def _anneal(self, start: float, end: float, pct: float) -> float:
         if self.anneal_strategy == "cos":
