@@ -124,6 +124,30 @@ def test_divergence_leaves_the_schedule_where_the_steps_stopped(backend):
     assert opt.lr == ref.optimizer.lr
 
 
+def test_divergence_restore_puts_the_schedule_back_too(backend):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 5)), rng.standard_normal((40, 1))
+    model, opt = gk.MLP([5, 8, 1], loss="mse", backend=backend, seed=3), gk.optim.SGD()
+    sched = S.CyclicLR(opt, base_lr=1e-3, max_lr=1e13, step_size_up=15)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        h = model.fit(X, y, epochs=5, batch_size=4, scheduler=sched, progress=False,
+                      on_divergence="restore")
+    good = h.epochs_run * 10  # the steps of the epochs kept
+    assert sched.last_epoch == good and int(opt.step[0]) == good
+
+
+def test_per_step_schedule_with_diagnostics_chunks(backend):
+    X, y, _ = _data()
+    out = []
+    for diag in (False, 2):
+        model, opt = _model(backend), gk.optim.Adam(lr=0.01)
+        sched = S.OneCycleLR(opt, max_lr=0.05, total_steps=10)
+        model.fit(X, y, epochs=2, batch_size=8, scheduler=sched, diagnostics=diag,
+                  progress=False)
+        out.append(model.bufs.params.copy())
+    np.testing.assert_array_equal(out[0], out[1])
+
+
 # ------------------------------------------------------------------ callbacks
 class Recorder(gk.Callback):
     def __init__(self, stop_at=None):
