@@ -274,3 +274,73 @@ def test_check_rows_against_torch(backend, dtype):
     for check in (scheduler_rates, scheduler_epochs):
         w = check(ctx, backend, dtype)
         assert w.ok, (check.__name__, w.ratio, w.where)
+
+
+VECTOR_CASES = [
+    ("OneCycleLR", {"max_lr": 0.3, "total_steps": 1000}),
+    ("OneCycleLR", {"max_lr": 0.3, "total_steps": 999, "anneal_strategy": "linear"}),
+    ("OneCycleLR", {"max_lr": 0.3, "total_steps": 997, "pct_start": 0.7, "three_phase": True}),
+    ("OneCycleLR", {"max_lr": 0.3, "total_steps": 1000, "pct_start": 0.0}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 7, "step_size_down": 3}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 5, "mode": "triangular2"}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 9, "mode": "exp_range",
+                  "gamma": 0.997}),
+    ("CyclicLR", {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 4,
+                  "scale_fn": lambda x: 1.0 / (1 + x), "scale_mode": "iterations"}),
+]
+
+
+@pytest.mark.parametrize("name,kw", VECTOR_CASES, ids=[f"{c[0]}-{i}" for i, c in
+                                                       enumerate(VECTOR_CASES)])
+def test_vector_rates_are_the_stepped_bits(name, kw, monkeypatch):
+    """OneCycleLR / CyclicLR compute rates(n) in one NumPy pass (no step() call): the same
+    bits as n step() calls, in chunks of any size, and the same state afterwards."""
+    stepped_opt = gk.optim.SGD(lr=LR)
+    stepped = getattr(S, name)(stepped_opt, **kw)
+    want = []
+    for _ in range(990):
+        want.append(stepped_opt.lr)
+        stepped.step()
+    opt = gk.optim.SGD(lr=LR)
+    s = getattr(S, name)(opt, **kw)
+    monkeypatch.setattr(type(s), "step", lambda self: pytest.fail("rates() stepped"))
+    got = np.concatenate([s.rates(k) for k in (1, 2, 64, 3, 128, 500, 292)])
+    assert got.dtype == np.float64 and got.tolist() == want
+    assert s.state_dict() == stepped.state_dict() and opt.lr == stepped_opt.lr
+    assert s.get_last_lr() == stepped.get_last_lr()
+
+
+def test_vector_rates_match_torch_over_long_runs():
+    for name, kw in VECTOR_CASES[:3] + VECTOR_CASES[4:7]:
+        opt, ours, topt, theirs = _pair(name, kw)
+        want = [topt.param_groups[0]["lr"]]
+        for _ in range(989):
+            topt.step()
+            theirs.step()
+            want.append(topt.param_groups[0]["lr"])
+        np.testing.assert_allclose(ours.rates(990), want, rtol=1e-12, atol=0, err_msg=name)
+
+
+def test_vector_rates_refuse_a_non_finite_rate_without_moving():
+    opt = gk.optim.SGD(lr=LR)
+    s = S.CyclicLR(opt, base_lr=0.01, max_lr=0.1, step_size_up=2,
+                   scale_fn=lambda c: math.inf if c >= 3 else 1.0)
+    s.rates(3)
+    before = s.state_dict()
+    with pytest.raises(ValueError, match="scheduled a rate of (inf|nan)"):
+        s.rates(20)
+    assert s.state_dict() == before and opt.lr == before["lr"]
+
+
+def test_subclass_changing_get_lr_steps_one_by_one():
+    class Halved(S.OneCycleLR):
+        def get_lr(self):
+            return super().get_lr() / 2
+
+    opt, opt2 = gk.optim.SGD(lr=LR), gk.optim.SGD(lr=LR)
+    a, b = Halved(opt, max_lr=1.0, total_steps=10), Halved(opt2, max_lr=1.0, total_steps=10)
+    want = []
+    for _ in range(6):
+        want.append(opt2.lr)
+        b.step()
+    assert a.rates(6).tolist() == want

@@ -122,11 +122,17 @@ class LRScheduler:
 
     def rates(self, n: int) -> np.ndarray:
         """The rates of the next n minibatches (float64), stepping n times: rates[0] is the
-        current rate, and afterwards the optimizer holds the rate of the step after them."""
+        current rate, and afterwards the optimizer holds the rate of the step after them.
+
+        A class with a vectorized form (`_rates_at`: OneCycleLR, CyclicLR) computes the n
+        rates with NumPy in one go and then sets its state as n steps would; its step()
+        uses the same formula, so both give the same bits. Any other steps n times."""
         n = _check_int(n, "n", low=0)
         if n > self.steps_left():
             raise ValueError(f"{type(self).__name__} can take {self.steps_left()} more steps; "
                              f"{n} were asked for")
+        if n > 0 and _vectorized(type(self)):
+            return self._vector_steps(n)
         out = np.empty(n, dtype=np.float64)
         snap = self.state_dict()
         try:
@@ -137,6 +143,32 @@ class LRScheduler:
         except BaseException:
             self.load_state_dict(snap)  # a schedule that fails partway moves nothing
             raise
+        return out
+
+    def _rates_at(self, epochs: np.ndarray) -> np.ndarray:
+        """get_lr() at each of these values of last_epoch (float64, ascending, reachable
+        from the current position), as one NumPy computation. A class that has one
+        overrides this; its get_lr() is the same formula on Python floats, the same
+        operations in the same order and NumPy's function (np.cos, np.power) wherever a
+        transcendental one is needed, so both give the same bits (tested) and a resumed
+        run continues the vector path's sequence exactly."""
+        raise NotImplementedError
+
+    def _vector_steps(self, n: int) -> np.ndarray:
+        """rates(n) by _rates_at: every rate checked before the state moves, then the
+        position set as n step() calls would leave it."""
+        with np.errstate(all="ignore"):  # a NaN or inf rate is refused just below
+            lrs = self._rates_at(np.arange(self.last_epoch + 1, self.last_epoch + 1 + n,
+                                           dtype=np.float64))
+        bad = ~np.isfinite(lrs)
+        if bad.any():
+            raise ValueError(f"{type(self).__name__} scheduled a rate of {lrs[bad][0]}")
+        out = np.empty(n, dtype=np.float64)
+        out[0] = self.optimizer.hyper[Hyper.LR]
+        out[1:] = np.where(lrs[:-1] < 0, 0.0, lrs[:-1])  # what _set stores
+        self._step_count += n
+        self.last_epoch += n
+        self._set(float(lrs[-1]))
         return out
 
     def epoch_end(self, figures: dict) -> None:
@@ -201,6 +233,17 @@ class LRScheduler:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={_plain(getattr(self, k))!r}" for k in self._args)
         return f"{type(self).__name__}({args}, interval={self.interval!r})"
+
+
+def _vectorized(cls) -> bool:
+    """Whether cls's rates come from its _rates_at: no subclass below the class that
+    defines it changes get_lr or step."""
+    for k in cls.__mro__:
+        if "_rates_at" in vars(k):
+            return k is not LRScheduler
+        if "get_lr" in vars(k) or "step" in vars(k):
+            return False
+    return False
 
 
 def _short(v, limit: int = 80) -> str:
@@ -488,9 +531,10 @@ class OneCycleLR(LRScheduler):
         self._phase_cache = (key, phases)
         return phases
 
-    def _anneal(self, start: float, end: float, pct: float) -> float:
+    def _anneal(self, start: float, end: float, pct):
+        # pct a float (get_lr) or an array (_rates_at): np.cos either way, the same bits
         if self.anneal_strategy == "cos":
-            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+            return end + (start - end) / 2.0 * (np.cos(math.pi * pct) + 1)
         return (end - start) * pct + start
 
     def get_lr(self) -> float:
@@ -506,9 +550,28 @@ class OneCycleLR(LRScheduler):
                     raise ValueError(f"OneCycleLR: a phase of zero steps (total_steps="
                                      f"{self.total_steps}, pct_start={self.pct_start})")
                 pct = (step_num - start_step) / (end_step - start_step)
-                return self._anneal(getattr(self, a), getattr(self, b), pct)
+                return float(self._anneal(getattr(self, a), getattr(self, b), pct))
             start_step = end_step
         raise AssertionError("unreachable")
+
+    def _rates_at(self, epochs: np.ndarray) -> np.ndarray:
+        # torch's get_lr, per step: the first phase whose end_step >= step (else the last),
+        # annealed from the previous phase's end_step
+        phases = self._phases()
+        out = np.empty_like(epochs)
+        left = np.ones(epochs.shape, dtype=bool)
+        start_step = 0.0
+        for i, (end_step, a, b) in enumerate(phases):
+            mine = left if i == len(phases) - 1 else left & (epochs <= end_step)
+            if mine.any():
+                if end_step == start_step:
+                    raise ValueError(f"OneCycleLR: a phase of zero steps (total_steps="
+                                     f"{self.total_steps}, pct_start={self.pct_start})")
+                pct = (epochs[mine] - start_step) / (end_step - start_step)
+                out[mine] = self._anneal(getattr(self, a), getattr(self, b), pct)
+                left &= ~mine
+            start_step = end_step
+        return out
 
     def steps_left(self) -> float:
         return self.total_steps - self.last_epoch
@@ -567,8 +630,19 @@ class CyclicLR(LRScheduler):
         if self.mode == "triangular":
             return 1.0
         if self.mode == "triangular2":
-            return 1 / (2.0 ** (x - 1))
-        return self.gamma ** x
+            return math.ldexp(1.0, 1 - int(x))  # 1 / 2**(x-1), exactly
+        return float(np.power(self.gamma, float(x)))  # as _scales: NumPy's pow
+
+    def _scales(self, x: np.ndarray) -> np.ndarray:
+        """scale_fn of each cycle or iteration number in x (whole numbers, float64)."""
+        if self._scale_fn_custom is not None:
+            fn = self._scale_fn_custom
+            return np.array([float(fn(int(v))) for v in x.tolist()], dtype=np.float64)
+        if self.mode == "triangular":
+            return np.ones_like(x)
+        if self.mode == "triangular2":
+            return np.ldexp(1.0, (1 - x).astype(np.int64))  # 1 / 2**(x-1), exactly
+        return np.power(self.gamma, x)
 
     def get_lr(self) -> float:
         cycle = math.floor(1 + self.last_epoch / self.total_size)
@@ -579,7 +653,16 @@ class CyclicLR(LRScheduler):
             scale_factor = (x - 1) / (self.step_ratio - 1)
         base_height = (self.max_lrs[0] - self.base_lrs[0]) * scale_factor
         arg = cycle if self.scale_mode == "cycle" else self.last_epoch
-        return self.base_lrs[0] + base_height * self.scale_fn(arg)
+        return self.base_lrs[0] + base_height * float(self.scale_fn(arg))
+
+    def _rates_at(self, epochs: np.ndarray) -> np.ndarray:
+        cycle = np.floor(1 + epochs / self.total_size)
+        x = 1.0 + epochs / self.total_size - cycle
+        r = self.step_ratio
+        scale_factor = np.where(x <= r, x / r, (x - 1) / (r - 1))
+        base_height = (self.max_lrs[0] - self.base_lrs[0]) * scale_factor
+        arg = cycle if self.scale_mode == "cycle" else epochs
+        return self.base_lrs[0] + base_height * self._scales(arg)
 
     def _after_load(self) -> None:
         self._init_scale_fn()
