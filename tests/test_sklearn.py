@@ -8,6 +8,7 @@ train in float64 without shuffling, so they can ask for scikit-learn's numbers e
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import os
 import pickle
@@ -284,6 +285,66 @@ def test_partial_fit_is_fit_one_epoch_at_a_time(backend):
     Xr, Yr = _data("regression")
     reg.partial_fit(Xr, Yr).partial_fit(Xr, Yr)
     assert reg.t_ == 120 and reg.n_outputs_ == 2
+
+
+def test_partial_fit_takes_sample_weight_as_fit_does(backend):
+    """partial_fit(X, y, sample_weight=None[, classes]) in scikit-learn's order: epochs of
+    weighted partial_fit are the weighted fit's epochs, bit for bit; weights matter."""
+    for ours, theirs in ((MLPClassifier, SkClassifier), (MLPRegressor, SkRegressor)):
+        assert (list(inspect.signature(ours.partial_fit).parameters)
+                == list(inspect.signature(theirs.partial_fit).parameters))
+    X, y = _data("multiclass")
+    sw = np.random.default_rng(1).uniform(0.0, 3.0, 60)
+    sw[:10] = 0.0
+    kw = dict(hidden_layer_sizes=(8,), random_state=5, backend=backend, batch_size=16)
+    inc = MLPClassifier(**kw).partial_fit(X, y, sample_weight=sw, classes=np.unique(y))
+    inc.partial_fit(X, y, sw)  # positional, as scikit-learn's
+    plain = MLPClassifier(**kw).partial_fit(X, y, classes=np.unique(y)).partial_fit(X, y)
+    Xr, Yr = _data("regression")
+    rkw = dict(hidden_layer_sizes=(4,), random_state=2, backend=backend, batch_size=16)
+    rinc = MLPRegressor(**rkw).partial_fit(Xr, Yr, sw).partial_fit(Xr, Yr, sample_weight=sw)
+    rplain = MLPRegressor(**rkw).partial_fit(Xr, Yr).partial_fit(Xr, Yr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        full = MLPClassifier(max_iter=2, **kw).fit(X, y, sample_weight=sw)
+        rfull = MLPRegressor(max_iter=2, **rkw).fit(Xr, Yr, sample_weight=sw)
+    for a, b, c in ((inc, full, plain), (rinc, rfull, rplain)):
+        assert a.loss_curve_ == b.loss_curve_ and a.t_ == b.t_ == 120
+        for wa, wb in zip(a.coefs_ + a.intercepts_, b.coefs_ + b.intercepts_, strict=True):
+            np.testing.assert_array_equal(wa, wb)
+        assert not all(np.array_equal(wa, wc)
+                       for wa, wc in zip(a.coefs_, c.coefs_, strict=True))
+        assert a.loss_curve_ != c.loss_curve_
+
+
+@pytest.mark.parametrize("bad", [
+    lambda n: -np.ones(n), lambda n: np.ones(n + 1), lambda n: np.full(n, np.nan),
+    lambda n: np.r_[np.inf, np.ones(n - 1)], lambda n: np.ones((n, 2)),
+], ids=["negative", "length", "nan", "inf", "2d"])
+def test_partial_fit_refuses_bad_weights_and_changes_nothing(backend, bad):
+    X, y = _data("multiclass")
+    est = MLPClassifier((8,), backend=backend, random_state=0).partial_fit(
+        X, y, classes=np.unique(y))
+    state, proba = pickle.dumps(est), est.predict_proba(X)
+    with pytest.raises(ValueError, match="sample_weight|Negative|NaN|infinity|1D"):
+        est.partial_fit(X, y, sample_weight=bad(60))
+    assert pickle.dumps(est) == state
+    np.testing.assert_array_equal(est.predict_proba(X), proba)
+    fresh = MLPRegressor(hidden_layer_sizes=(4,), backend=backend)
+    Xr, Yr = _data("regression")
+    with pytest.raises(ValueError, match="sample_weight|Negative|NaN|infinity|1D"):
+        fresh.partial_fit(Xr, Yr, sample_weight=bad(60))
+    assert not hasattr(fresh, "n_features_in_") and not hasattr(fresh, "t_")
+
+
+def test_partial_fit_refuses_balanced_class_weight():
+    X, y = _data("multiclass")
+    est = MLPClassifier((4,), class_weight="balanced", backend=BACKENDS[0])
+    with pytest.raises(ValueError, match="'balanced' is not supported for partial_fit"):
+        est.partial_fit(X, y, classes=np.unique(y))
+    assert not hasattr(est, "classes_")
+    est.set_params(class_weight={"a": 2.0}).partial_fit(X, y, classes=np.unique(y))
+    assert est.t_ == 60
 
 
 def test_warm_start_continues_and_checks_compatibility(backend):

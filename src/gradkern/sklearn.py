@@ -44,7 +44,8 @@ gradients, step for step, for SGD):
   Glorot draw; the data order and dropout masks come from the same seed.
 - ``learning_rate`` 'invscaling' and 'adaptive' work as in scikit-learn (for 'sgd' only; the
   rate changes between epochs). ``solver='lbfgs'`` raises ValueError: gradkern trains by
-  minibatch backpropagation. ``fit(X, y, sample_weight=None)`` and MLPClassifier's
+  minibatch backpropagation. ``fit(X, y, sample_weight=None)``, ``partial_fit(X, y,
+  sample_weight=None[, classes=None])`` and MLPClassifier's
   ``class_weight`` ('balanced' or a dict, as scikit-learn's ``compute_class_weight``;
   not for multi-label targets) make each minibatch's loss the weighted mean
   Σ w·l / Σ w, computed in the backend's loss kernel; a minibatch whose weights are all 0
@@ -270,6 +271,11 @@ class _BaseMLP(BaseEstimator):
         p = self._check_params()
         if incremental and p["early_stopping"]:
             raise ValueError("partial_fit does not support early_stopping=True")
+        if incremental and isinstance(getattr(self, "class_weight", None), str):
+            # as SGDClassifier: one batch's class frequencies are not the data's
+            raise ValueError("class_weight='balanced' is not supported for partial_fit: "
+                             "compute the weights once over all the data (sklearn.utils."
+                             "class_weight.compute_class_weight) and pass them as a dict")
         fitted = hasattr(self, "_model")
         first = not fitted or (not self.warm_start and not incremental)
         X, T, n_out = self._prepare_fit(X, y, first, incremental, classes)
@@ -688,10 +694,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         row's loss (times class_weight's). Returns self."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y, classes=None):
-        """One epoch over (X, y). `classes` (every label that may ever appear) is required
-        on the first call. Returns self."""
-        return self._fit(X, y, incremental=True, classes=classes)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y), continuing the fitted network and its optimizer.
+        `classes` (every label that may ever appear) is required on the first call;
+        sample_weight (n_samples,) >= 0 weights each row's loss, as in fit. scikit-learn's
+        signature (sample_weight third; pass classes by name). Returns self."""
+        return self._fit(X, y, incremental=True, classes=classes, sample_weight=sample_weight)
 
     def predict_proba(self, X) -> np.ndarray:
         """Probabilities (n_samples, n_classes), columns in the order of classes_: softmax
@@ -801,9 +809,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         n_outputs); sample_weight (n_samples,) >= 0 weights each row's loss. Returns self."""
         return self._fit(X, y, incremental=False, sample_weight=sample_weight)
 
-    def partial_fit(self, X, y):
-        """One epoch over (X, y). Returns self."""
-        return self._fit(X, y, incremental=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """One epoch over (X, y), continuing the fitted network and its optimizer;
+        sample_weight (n_samples,) >= 0 weights each row's loss, as in fit. Returns self."""
+        return self._fit(X, y, incremental=True, sample_weight=sample_weight)
 
     def predict(self, X) -> np.ndarray:
         """Predictions (n_samples,) for one output, else (n_samples, n_outputs)."""
