@@ -10,7 +10,8 @@ static inline const SFX(gk_kernels) *F(kern)(void)
 }
 
 /* scratch for any ISA, any thread count up to the processors here (never the thread count
-   asked for: that may be anything), either trans_b; G(work) caps it by the work too */
+   asked for: that may be anything), either trans_a and trans_b; G(work) caps it by the work
+   too */
 static int64_t F(gemm_work_max)(int64_t m, int64_t n, int64_t k)
 {
     int threads = gk_max_threads();
@@ -18,7 +19,7 @@ static int64_t F(gemm_work_max)(int64_t m, int64_t n, int64_t k)
     int64_t need = 0;
     for (int isa = 0; isa < GK_N_ISAS; isa++) {
         if (!g_isas[isa].name) continue;
-        int64_t w = g_isas[isa].SFX(kern)->work(m, n, k, 1, threads);
+        int64_t w = g_isas[isa].SFX(kern)->work(m, n, k, 1, 1, threads);
         need = w > need ? w : need;
     }
     return need;

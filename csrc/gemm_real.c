@@ -248,14 +248,54 @@ static void G(colsum)(REAL *colsum, const REAL *b, int64_t rsb, int64_t csb, int
     }
 }
 
+/* rows [0, rows) of an (mc, kc) block of A into MR-row panels: panel ir at dst + ir*kc */
+static void G(pack_a_block)(REAL *restrict dst, const REAL *restrict asrc, int64_t rsa,
+                            int64_t csa, int64_t rows, int64_t kc)
+{
+    int64_t done = 0;
+#ifdef GK_PACK_A_T_FAST
+    if (csa == 1) done = GK_PACK_A_T_FAST(dst, asrc, rsa, rows, kc);
+#endif
+    for (int64_t ir = done; ir < rows; ir += MR)
+        G(pack_a)(dst + ir * kc, asrc + ir * rsa, rsa, csa, rows - ir < MR ? rows - ir : MR, kc);
+}
+
+/* All of A packed once per thread for all its chunks (see G(gemm)): the KC block at pc
+   sits at pc * round_up(m, MR), its panel ir at + ir * kc, so the (MC, kc) block at ic
+   starts at + ic * kc -- laid out as gemm_serial would pack it into ap. */
+static int64_t G(own_a_size)(int64_t m, int64_t k)
+{
+    return round_up64(round_up64(m, MR) * k, 64 / (int64_t)sizeof(REAL));
+}
+
+/* whether a parallel split over N packs A once per thread: a transposed A (the weight
+   gradient Xᵀ·dY) of at most 2^18 elements (width 1024 at batch 256), so the extra scratch
+   is at most 1 MB (f32) a thread */
+static int G(own_a)(int64_t m, int64_t n, int64_t k, int64_t trans_a, int small, int threads)
+{
+    return threads > 1 && !small && trans_a && n >= m && round_up64(m, MR) * k <= (1 << 18);
+}
+
+static void G(pack_a_all)(REAL *apre, const REAL *a, int64_t rsa, int64_t csa, int64_t m,
+                          int64_t k)
+{
+    int64_t m_pad = round_up64(m, MR);
+    for (int64_t pc = 0; pc < k; pc += KC) {
+        int64_t kc = k - pc < KC ? k - pc : KC;
+        G(pack_a_block)(apre + pc * m_pad, a + pc * csa, rsa, csa, m, kc);
+    }
+}
+
 /* One thread's share: C (m, n) block, all of K. colsum (n) or NULL. epi: kind, out and aux
-   (both laid out like C) of the fused epilogue, applied to each tile after its last KC block. */
+   (both laid out like C) of the fused epilogue, applied to each tile after its last KC block.
+   apre: all of A already packed (G(pack_a_all)), or NULL to pack it into ap. */
 static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, int64_t rsa,
                            int64_t csa, const REAL *b, int64_t rsb, int64_t csb,
                            const REAL *bias, int64_t m, int64_t n, int64_t k, int pack_a,
                            int pack_b, REAL *ap, REAL *bp, int epi, REAL *eout,
-                           const REAL *eaux)
+                           const REAL *eaux, const REAL *apre)
 {
+    int64_t m_pad = round_up64(m, MR);
     if (colsum) G(colsum)(colsum, b, rsb, csb, n, k);
     for (int64_t jc = 0; jc < n; jc += NC) {
         int64_t nc = n - jc < NC ? n - jc : NC;
@@ -270,15 +310,9 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
             for (int64_t ic = 0; ic < m; ic += MC) {
                 int64_t mc = m - ic < MC ? m - ic : MC;
                 const REAL *asrc = a + ic * rsa + pc * csa;
-                if (pack_a) {
-                    int64_t done = 0;
-#ifdef GK_PACK_A_T_FAST
-                    if (csa == 1) done = GK_PACK_A_T_FAST(ap, asrc, rsa, mc, kc);
-#endif
-                    for (int64_t ir = done; ir < mc; ir += MR)
-                        G(pack_a)(ap + ir * kc, asrc + ir * rsa, rsa, csa,
-                                  mc - ir < MR ? mc - ir : MR, kc);
-                }
+                const REAL *ablk = ap;
+                if (pack_a && apre) ablk = apre + pc * m_pad + ic * kc;
+                else if (pack_a) G(pack_a_block)(ap, asrc, rsa, csa, mc, kc);
                 for (int64_t jr = 0; jr < nc; jr += NR) {
                     int64_t nr = nc - jr < NR ? nc - jr : NR;
                     const REAL *bm = pack_b ? bp + jr * kc : bsrc + jr;
@@ -287,7 +321,7 @@ static void G(gemm_serial)(REAL *c, int64_t ldc, REAL *colsum, const REAL *a, in
                     for (int64_t ir = 0; ir < mc; ir += MR) {
                         int64_t mr = mc - ir < MR ? mc - ir : MR;
                         REAL *cm = c + (ic + ir) * ldc + jc + jr;
-                        const REAL *am = pack_a ? ap + ir * kc : asrc + ir * rsa;
+                        const REAL *am = pack_a ? ablk + ir * kc : asrc + ir * rsa;
                         G(ukr)(kc, am, pack_a ? 1 : rsa, pack_a ? MR : csa, bm, bstride, cm,
                                ldc, mr, nr, first, bias_j, pack_a, pack_b);
                     }
@@ -312,7 +346,8 @@ static int G(use_small)(int64_t m, int64_t n, int64_t k)
 /* Scratch for a GEMM on at most `threads` threads: never more threads than G(gemm) would
    use for this product (one below the parallel threshold, at most one per tile of the
    split dimension), so a small layer on a many-core machine asks for little. */
-static int64_t G(work)(int64_t m, int64_t n, int64_t k, int64_t trans_b, int threads)
+static int64_t G(work)(int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b,
+                       int threads)
 {
     int small = G(use_small)(m, n, k);
     int64_t per = (small ? 0 : G(work_a)()) + ((small && !trans_b) ? 0 : G(work_b)(n));
@@ -320,6 +355,8 @@ static int64_t G(work)(int64_t m, int64_t n, int64_t k, int64_t trans_b, int thr
     int64_t tiles = n >= m ? (n + NR - 1) / NR : (m + MR - 1) / MR;
     if (threads > tiles) threads = (int)tiles;
     if (threads < 1) threads = 1;
+    if (G(own_a)(m, n, k, trans_a, small, threads))  /* all of A per thread (G(gemm)) */
+        per += G(own_a_size)(m, k);
     return per * threads;
 }
 
@@ -334,7 +371,7 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
             for (int64_t j = 0; j < n; j++) c[i * n + j] = bias ? bias[j] : 0;
         if (epi) G(epilogue)(epi, c, eout, eaux, n, m, n);
         if (colsum) G(gemm_serial)(NULL, 0, colsum, a, rsa, csa, b, rsb, csb, NULL, 0, n, k,
-                                   0, 0, NULL, NULL, 0, NULL, NULL);
+                                   0, 0, NULL, NULL, 0, NULL, NULL, NULL);
         return GK_OK;
     }
     int small = G(use_small)(m, n, k);
@@ -350,17 +387,30 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
     if (threads <= 1) {  /* no parallel region at all: it costs more than a small product */
         REAL *ap = work, *bp = pack_a ? (work ? work + G(work_a)() : NULL) : work;
         G(gemm_serial)(c, n, colsum, a, rsa, csa, b, rsb, csb, bias, m, n, k, pack_a, pack_b,
-                       ap, bp, epi, eout, eaux);
+                       ap, bp, epi, eout, eaux, NULL);
         return GK_OK;
     }
     /* Split the larger of M and N into chunks of whole tiles, about four per thread, handed
        out dynamically: a thread slowed down by another process on its core takes fewer
        chunks instead of holding everyone up. Each chunk is a complete GEMM of its own
-       (all of K, its own packing), so no two threads ever touch the same element of C. */
+       (all of K, its own packing), so no two threads ever touch the same element of C.
+       Split over N with a transposed A (the weight gradient Xᵀ·dY), every chunk would pack
+       all of A again, a strided gather that cost 13-15 % of the product at width 256 and
+       batch 64-256 (8 chunks, 8 packs of A): instead each thread packs all
+       of A once, into its own scratch, at its first chunk, and reuses it for the others (no
+       barrier: a thread slowed down by a neighbour holds no one up). With A's rows
+       contiguous (the forward and input-gradient products) the transposing pack is cheap
+       and packing it once measured no faster. */
     int split_n = n >= m;
     int64_t tile = split_n ? NR : MR, dim = split_n ? n : m;
     int64_t tiles = (dim + tile - 1) / tile;
     if (threads > tiles) threads = (int)tiles;
+    int64_t own = G(own_a)(m, n, k, trans_a, small, threads) ? G(own_a_size)(m, k) : 0;
+    if (own && work_size / (per + own) < 2) own = 0;  /* sized otherwise: chunks pack A */
+    if (own) {
+        per += own;
+        if (work_size / per < threads) threads = (int)(work_size / per);
+    }
     int64_t per_chunk = tiles / (4 * (int64_t)threads);
     if (per_chunk < 1) per_chunk = 1;
     int64_t chunks = (tiles + per_chunk - 1) / per_chunk;
@@ -369,19 +419,26 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
         int t = gk_thread_num();
         REAL *ap = work ? work + per * t : NULL;
         REAL *bp = pack_a ? (ap ? ap + G(work_a)() : NULL) : ap;
+        REAL *apre = own ? bp + G(work_b)(n) : NULL;
+        int packed = 0;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t q = 0; q < chunks; q++) {
             int64_t lo = q * per_chunk * tile, hi = (q + 1) * per_chunk * tile;
             if (hi > dim) hi = dim;
+            if (apre && !packed) {
+                G(pack_a_all)(apre, a, rsa, csa, m, k);
+                packed = 1;
+            }
             if (split_n)
                 G(gemm_serial)(c + lo, n, colsum ? colsum + lo : NULL, a, rsa, csa,
                                b + lo * csb, rsb, csb, bias ? bias + lo : NULL, m, hi - lo, k,
                                pack_a, pack_b, ap, bp, epi, eout ? eout + lo : NULL,
-                               eaux ? eaux + lo : NULL);
+                               eaux ? eaux + lo : NULL, apre);
             else
                 G(gemm_serial)(c + lo * n, n, lo == 0 ? colsum : NULL, a + lo * rsa, rsa,
                                csa, b, rsb, csb, bias, hi - lo, n, k, pack_a, pack_b, ap, bp,
-                               epi, eout ? eout + lo * n : NULL, eaux ? eaux + lo * n : NULL);
+                               epi, eout ? eout + lo * n : NULL, eaux ? eaux + lo * n : NULL,
+                               NULL);
         }
     }
     return GK_OK;

@@ -202,7 +202,8 @@ static void read_env(void)
 #define GK_KERNELS(T)                                                                        \
     struct {                                                                                 \
         int64_t mr, nr, kc;                                                                  \
-        int64_t (*work)(int64_t m, int64_t n, int64_t k, int64_t trans_b, int threads);      \
+        int64_t (*work)(int64_t m, int64_t n, int64_t k, int64_t trans_a, int64_t trans_b,  \
+                        int threads);                                                        \
         int (*gemm)(T *c, T *colsum, const T *a, const T *b, const T *bias, int64_t m,       \
                     int64_t n, int64_t k, int64_t trans_a, int64_t trans_b, T *work,          \
                     int64_t work_size, int epi, T *eout, const T *eaux);                     \
