@@ -622,7 +622,7 @@ def _check_training(path, training, rng_like: np.random.Generator | None) -> tup
     if not isinstance(training, dict):
         raise CheckpointError(f"{path}: training state is {type(training).__name__}, "
                               "not an object")
-    keys = {"epoch", "step", "rng", "history"} | ({EXTRA} & set(training))
+    keys = {"epoch", "step", "rng", "history"} | ({EXTRA, WORLD} & set(training))
     if set(training) != keys:
         missing, extra = sorted(keys - set(training)), sorted(set(training) - keys)
         raise CheckpointError(f"{path}: training state is malformed: missing {missing}, "
@@ -656,6 +656,12 @@ def _check_training(path, training, rng_like: np.random.Generator | None) -> tup
                 raise CheckpointError(f"{where} holds {_short(v)}, not a finite number")
             out.append(f)
         clean[k] = out
+    if WORLD in training:
+        world = training[WORLD]
+        if not (isinstance(world, dict) and set(world) == {"ranks", "batch_size"}
+                and all(_is_int(v) and 1 <= v <= MAX_STEP for v in world.values())):
+            raise CheckpointError(f"{path}: training state {WORLD!r} {_short(world)} is not "
+                                  "{'ranks': K, 'batch_size': B} of positive integers")
     rng = training["rng"]
     if rng_like is not None:
         rng = _check_rng_state(path, rng, rng_like)
@@ -716,21 +722,34 @@ def load_checkpoint(path, build, with_optimizer: bool = False, with_training: bo
 
 # ------------------------------------------------------------- resumable training
 EXTRA = "scheduler_and_callbacks"  # the training state's key for _TrainState.save()
+WORLD = "data_parallel"  # a distributed fit's {"ranks": K, "batch_size": B per rank}
 
 
-def save_training(model, optimizer, path, epoch: int, history: dict, extra=None) -> None:
+def _world_text(world) -> str:
+    if world is None:
+        return "a single process (K=1)"
+    k, b = world
+    return f"K={k} ranks of batch_size {b} (global batches of {k * b})"
+
+
+def save_training(model, optimizer, path, epoch: int, history: dict, extra=None,
+                  world: tuple[int, int] | None = None) -> None:
     """A checkpoint fit can resume from: model, optimizer state, data order, position.
     extra (the trainer's _TrainState): the scheduler's and callbacks' positions, as
-    training[EXTRA] and tensors 'callbacks.*'."""
+    training[EXTRA] and tensors 'callbacks.*'. world: (K ranks, per-rank batch_size) of a
+    distributed fit (gradkern.distributed), recorded as training[WORLD]."""
     training = {"epoch": int(epoch), "step": int(optimizer.step[0]),
                 "rng": model.rng.bit_generator.state, "history": history}
+    if world is not None:
+        training[WORLD] = {"ranks": int(world[0]), "batch_size": int(world[1])}
     arrays = None
     if extra is not None:
         training[EXTRA], arrays = extra.save()
     save_model(model, path, optimizer=optimizer, training=training, extra_tensors=arrays)
 
 
-def restore_training(model, optimizer, path, extra=None) -> tuple[int, dict]:
+def restore_training(model, optimizer, path, extra=None,
+                     world: tuple[int, int] | None = None) -> tuple[int, dict]:
     """Load a training checkpoint into this model and optimizer; (epochs done, history).
 
     The file must declare this model's architecture and an optimizer of the same kind.
@@ -740,6 +759,10 @@ def restore_training(model, optimizer, path, extra=None) -> tuple[int, dict]:
     beyond the epochs fit asks for resumes to that state and trains no further epoch.
     extra (the trainer's _TrainState): checks the saved scheduler and callback positions
     with the rest (`expected`, `check`), and loads them last (`load`).
+    world: (K ranks, per-rank batch_size) of a distributed fit, None for one process; a
+    file written with another number of ranks (a file without training[WORLD]: one
+    process) is refused: its data order and steps are those of K ranks. A different
+    batch_size with the same K is accepted, as it is in one process.
     """
     header, meta, start = read_header(path)
     for key in ("model", "optimizer", "training"):
@@ -760,6 +783,12 @@ def restore_training(model, optimizer, path, extra=None) -> tuple[int, dict]:
         raise CheckpointError(f"{path} holds {name if isinstance(name, str) else _short(name)}"
                               f" state; resuming with {optimizer.config()['name']}")
     epoch, step, rng_state, history = _check_training(path, training, model.rng)
+    saved = training.get(WORLD)
+    saved = None if saved is None else (saved["ranks"], saved["batch_size"])
+    if (1 if saved is None else saved[0]) != (1 if world is None else world[0]):
+        raise CheckpointError(f"{path} was written by a fit on {_world_text(saved)}; this fit "
+                              f"runs on {_world_text(world)}: resume with the same number of "
+                              "ranks (mpiexec -n K ... fit(comm=...)), or start a new fit")
     key = (model.plan.n_params, np.dtype(model.dtype))
     optimizer.check_bindable(*key)  # what bind would refuse, before anything moves
     expected = expected_tensors(model, optimizer)

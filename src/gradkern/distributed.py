@@ -23,9 +23,15 @@ batch of an epoch may be short: ranks past its end get fewer rows, or none). Per
   (one Allreduce), so validation, checkpoints and the returned model are identical on
   every rank. With batch norm, a global batch that would give a rank exactly one row drops
   that row from the epoch (the distributed form of the single-process rule).
+- **Memory-mapped data** (every rank maps the same file): the ranks check the file once
+  between them, rank r rows [N·r/K, N·(r+1)/K) (`stream.check_share`), and agree on the
+  outcome at setup, so a bad row anywhere stops every rank before any step, the rank that
+  found it naming the row; in training each rank gathers only its own slice of every
+  global batch (`gather`): about N/K rows of the file per epoch.
 - **Rank 0 alone** shows the progress bar, warns, and writes checkpoints; every rank reads
   the same file to resume (a shared file system). Resuming with the same K is
-  bit-identical to training straight through.
+  bit-identical to training straight through. Checkpoints record K and the per-rank
+  batch; resuming with another K (one process included) is a CheckpointError.
 - **Faults.** A rank whose setup fails (bad data: NaN in its X, a refused resume file),
   whose step raises (in its rows or its kernel) or whose epoch end raises (a checkpoint
   that cannot be written, an `on_epoch` callback) does not leave the others waiting: every
@@ -215,7 +221,8 @@ class Session:
         self.where = "the start of training"
         self.model = model
         self.batch_size = int(batch_size)
-        mine = (_fingerprint(model, optimizer), tuple(X.shape), tuple(y.shape), str(X.dtype),
+        dtype = getattr(X, "src", X).dtype  # a Stream (memory-mapped X): the file's dtype
+        mine = (_fingerprint(model, optimizer), tuple(X.shape), tuple(y.shape), str(dtype),
                 self.batch_size, int(start_epoch), int(epochs))
         self._waiting_since = time.monotonic()
         try:
@@ -238,6 +245,29 @@ class Session:
         self._packed = np.zeros(n_params + _TAIL, dtype=model.dtype)
         self._start_watchdog()
         return min(self.size * self.batch_size, X.shape[0])
+
+    def own_positions(self, n: int, global_bs: int) -> np.ndarray:
+        """The positions (into n consecutive rows of whole global batches, the last one
+        possibly short) of this rank's slice of every global batch, in order."""
+        j = np.arange(n, dtype=np.int64)
+        off = j % global_bs
+        rows = np.minimum(global_bs, n - (j - off))  # the size of j's global batch
+        lo = np.minimum(self.rank * self.batch_size, rows)
+        return j[(off >= lo) & (off < np.minimum(lo + self.batch_size, rows))]
+
+    def gather(self, X, Y, rows: np.ndarray, global_bs: int):
+        """Memory-mapped data: this rank reads only its own slice of each global batch in
+        `rows` (a block of whole global batches of the epoch's order). Returns (X rows, Y
+        rows, order) for train_epoch: `order` has one entry per row of the block and maps
+        this rank's positions to the rows it gathered (the others' positions, never read
+        by this rank, are 0)."""
+        from .stream import take
+
+        pos = self.own_positions(rows.shape[0], global_bs)
+        order = np.zeros(rows.shape[0], dtype=np.int64)
+        order[pos] = np.arange(pos.shape[0])
+        mine = rows[pos]
+        return take(X, mine), take(Y, mine), order
 
     def train_epoch(self, plan, bufs, X, Y, perm, global_bs: int, opt, seeds,
                     clip_norm: float, losses, gnorms, lrs=None, weights=None) -> int:

@@ -8,7 +8,9 @@ The trainer gathers each block of minibatch rows (`take(perm[...])`) into a buff
 own and hands it to the backend's fused epoch with an identity permutation: the steps, and
 so the weights, are bit-identical to training on the same data in memory, on every backend.
 A file of another dtype than the model's (float64 on disk, a float32 model) is converted
-block by block, the way PyTorch's and Keras's data loaders convert each batch.
+block by block, the way PyTorch's and Keras's data loaders convert each batch. In a
+distributed fit each rank checks its share of the rows (`check_share`) and gathers only
+its own slice of every global batch (gradkern.distributed).
 
 What stays in memory grows with the rows, not with the features: the epoch's permutation
 (8 bytes a row), its per-step seeds and figures, and predict's output (the caller asked for
@@ -17,6 +19,8 @@ it). Everything else is bounded by a few blocks.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import mmap
 
 import numpy as np
@@ -24,6 +28,29 @@ import numpy as np
 from ._validate import _check_kind, check_y
 
 CHUNK_BYTES = 16 << 20  # input bytes per validation / conversion block
+
+# (part, parts): stream_X / stream_y check rows [N·part/parts, N·(part+1)/parts) only
+_SHARE = contextvars.ContextVar("gradkern_stream_share", default=(0, 1))
+
+
+@contextlib.contextmanager
+def check_share(part: int, parts: int):
+    """Within it, stream_X and stream_y check only share `part` of `parts` equal row ranges
+    of a memory-mapped array. A distributed fit (every rank maps the same file) checks the
+    file once across its ranks this way: rank r its share, and the ranks agree on the
+    outcome (gradkern.distributed's setup agreement) before any step."""
+    if not 0 <= part < parts:
+        raise ValueError(f"share {part} of {parts} does not exist")
+    token = _SHARE.set((int(part), int(parts)))
+    try:
+        yield
+    finally:
+        _SHARE.reset(token)
+
+
+def _share(n: int) -> tuple[int, int]:
+    part, parts = _SHARE.get()
+    return n * part // parts, n * (part + 1) // parts
 
 
 def is_mapped(a) -> bool:
@@ -46,8 +73,8 @@ def block_rows(a: np.ndarray, itemsize: int) -> int:
     return max(1, CHUNK_BYTES // per_row)
 
 
-def _blocks(n: int, rows: int):
-    for start in range(0, n, rows):
+def _blocks(n: int, rows: int, first: int = 0):
+    for start in range(first, n, rows):
         yield start, min(n, start + rows)
 
 
@@ -94,9 +121,9 @@ class Stream:
         whole = self._read(slice(None))
         return whole if dtype is None else whole.astype(dtype, copy=False)
 
-    def blocks(self):
-        """(start, converted block) over all rows, one block at a time."""
-        for a, b in _blocks(self.shape[0], self.block):
+    def blocks(self, lo: int = 0, hi: int | None = None):
+        """(start, converted block) over rows lo..hi (all rows), one block at a time."""
+        for a, b in _blocks(self.shape[0] if hi is None else hi, self.block, lo):
             yield a, self._read(slice(a, b))
 
 
@@ -126,7 +153,7 @@ def stream_X(X, n_features: int, dtype: np.dtype, what: str = "X") -> Stream:
             return np.ascontiguousarray(block, dtype=dtype)
 
     s = Stream(a, a.shape, convert, dtype.itemsize)
-    for start, block in s.blocks():
+    for start, block in s.blocks(*_share(a.shape[0])):  # all rows, or a rank's share
         bad = ~np.isfinite(block)
         if bad.any():
             i, j = (int(v) for v in np.argwhere(bad)[0])
@@ -158,7 +185,8 @@ def stream_y(y, rows: int, loss: str, n_out: int, dtype: np.dtype, what: str = "
     else:
         shape, itemsize = (rows, n_out), dtype.itemsize
     s = Stream(a, shape, convert, itemsize)
-    for start, stop in _blocks(rows, s.block):
+    lo, hi = _share(rows)  # all rows, or a rank's share (check_share)
+    for start, stop in _blocks(hi, s.block, lo):
         convert(a[start:stop], f"{what}[{start}:{stop}]")
     return s
 

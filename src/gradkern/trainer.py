@@ -177,7 +177,10 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     cbs = check_callbacks(callbacks)
     if not isinstance(optimizer, _optim.Optimizer):
         raise TypeError(f"optimizer must be a gk.optim optimizer, got {optimizer!r}")
-    Xc, yc = model.check_data(X, y, stream=True)  # memory-mapped data: a Stream each
+    # memory-mapped data: a Stream each; a distributed fit's ranks check a share each
+    share = (0, 1) if _dist is None else (_dist.rank, _dist.size)
+    with _stream.check_share(*share):
+        Xc, yc = model.check_data(X, y, stream=True)
     sw = sample_weights(model, yc, sample_weight, class_weight)
     if sw is not None and _dist is not None:
         raise ValueError("sample_weight / class_weight are not supported with comm= yet")
@@ -193,7 +196,8 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
-        val = model.check_data(*validation_data, what="_val", stream=True)
+        with _stream.check_share(*share):
+            val = model.check_data(*validation_data, what="_val", stream=True)
     stopper = None
     if early_stopping is not None:
         if isinstance(early_stopping, EarlyStopping):
@@ -225,7 +229,8 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
         for cb in cbs:  # reset before the saved positions are loaded into them
             if hasattr(cb, "on_train_begin"):
                 cb.on_train_begin(model)
-        start_epoch, past = restore_training(model, optimizer, resume, extra=extras)
+        start_epoch, past = restore_training(model, optimizer, resume, extra=extras,
+                                             world=None if _dist is None else (_dist.size, bs))
         history.history = {k: list(v) for k, v in past.items()}
         history.epochs_run = start_epoch
     optimizer.bind(model.plan.n_params, model.dtype)
@@ -254,7 +259,7 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
     streamed = _stream.is_stream(Xc) or _stream.is_stream(yc)
     if streamed:
         block = max(1, _stream.block_rows(np.asarray(getattr(Xc, "src", Xc)),
-                                          model.dtype.itemsize) // bs)
+                                          model.dtype.itemsize) // rank_bs)  # rows per rank
         ident = np.arange(block * bs, dtype=np.int64)
     recorder = None
     if every is not None:
@@ -290,7 +295,11 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
                 if streamed:  # a block of steps' rows gathered from the file, converted
                     k = min(k, block)
                     rows = perm[done * bs : (done + k) * bs]
-                    Xe, ye, pe = _stream.take(Xc, rows), _stream.take(yc, rows), ident[: len(rows)]
+                    if _dist is None:
+                        Xe, ye = _stream.take(Xc, rows), _stream.take(yc, rows)
+                        pe = ident[: len(rows)]
+                    else:  # a rank reads only its own slice of each global batch
+                        Xe, ye, pe = _dist.gather(Xc, yc, rows, bs)
                     we = None if sw is None else sw[rows]
                 with np.errstate(over="ignore", invalid="ignore"):  # reported below
                     ok = (model.backend if _dist is None else _dist).train_epoch(
@@ -353,7 +362,8 @@ def _fit(model, X, y, epochs: int = 10, batch_size: int = 32,
             if checkpoint is not None and lead and ((epoch + 1) % checkpoint_every == 0
                                                     or epoch + 1 == epochs or stop):
                 save_training(model, optimizer, checkpoint, epoch + 1, history.history,
-                              extra=extras)
+                              extra=extras,
+                              world=None if _dist is None else (_dist.size, rank_bs))
             if on_epoch is not None:
                 on_epoch(epoch + 1, figures)
             if bar is not None:

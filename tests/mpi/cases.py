@@ -31,3 +31,15 @@ def optimizer_of(case: str):
     if case == "adam":
         return gk.optim.Adam(lr=1e-2)
     return gk.optim.SGD(lr=0.05, momentum=0.9)
+
+
+def equivalence_cases(backends) -> list[tuple[str, str, str]]:
+    """(backend, dtype, case) of the K=2 vs one process comparison: SGD on every backend in
+    float64 and (but Numba: one compile, float64 only) float32; Adam in float64."""
+    out = [(b, "float64", "sgd") for b in backends]
+    out += [(b, "float32", "sgd") for b in backends if b != "numba"]
+    return out + [(b, "float64", "adam") for b in backends]
+
+
+def bn_dtype(backend: str) -> str:
+    return "float64" if backend == "numba" else "float32"
