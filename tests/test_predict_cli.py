@@ -150,6 +150,52 @@ def test_checkpoint_without_preprocessing_uses_raw_inputs(tmp_path, capsys, back
                                model.predict_proba(X), rtol=1e-6)
 
 
+def test_npz_rows_as_train_reads_them(tmp_path, capsys, backend):
+    """predict --data FILE.npz: its X (y, if there, is not read), the same predictions as
+    the same rows from a .npy, in the original labels; a compressed .npz too."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((150, 3)) * [5.0, 1.0, 20.0] + [1.0, 2.0, -30.0]  # raw units
+    y = np.array([3, 7, -9])[(X[:, 0] > 1).astype(int) + (X[:, 2] > -30).astype(int)]
+    f, m = tmp_path / "train.npz", tmp_path / "m.st"
+    np.savez(f, X=X, y=y)
+    assert main(["train", "--data", str(f), "--epochs", "20", "--lr", "0.01", "--save",
+                 str(m), "--backend", backend, *QUICK]) == 0
+    capsys.readouterr()
+    np.save(tmp_path / "x.npy", X)
+    np.savez(tmp_path / "x_only.npz", X=X)
+    np.savez_compressed(tmp_path / "zipped.npz", X=X, y=np.array(["not", "read"]))
+    outs = []
+    for name in ("train.npz", "x_only.npz", "zipped.npz", "x.npy"):
+        assert main(["predict", "--model", str(m), "--data", str(tmp_path / name),
+                     "--backend", backend]) == 0
+        outs.append(capsys.readouterr().out.splitlines())
+    assert outs[0] == outs[1] == outs[2] == outs[3] and len(outs[0]) == 151
+    model = gk.load(m, backend=backend)
+    pre = gk.model.load_preprocessing(m, model)
+    assert pre["classes"] == [-9, 3, 7]
+    Z = (X - pre["x_mean"]) / pre["x_scale"]
+    assert outs[0][1:] == [str(pre["classes"][i]) for i in model.predict(Z)]
+    assert np.mean([int(v) for v in outs[0][1:]] == y) > 0.8
+    assert main(["predict", "--model", str(m), "--data", str(f), "--proba", "--out",
+                 str(tmp_path / "p.csv")]) == 0
+    header, rows = _read_csv(tmp_path / "p.csv")
+    assert header == ["-9", "3", "7"]
+    np.testing.assert_allclose(np.array(rows, dtype=float), model.predict_proba(Z),
+                               rtol=1e-6)
+
+
+def _lying_npz(path) -> None:
+    """An .npz whose X header claims far more rows than it holds."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    np.save(buf, np.ones((2, 3)))
+    head = buf.getvalue().replace(b"(2, 3)", b"(9999999999, 3)", 1)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("X.npy", head)
+
+
 def _rewrite_meta(src, dst, **changes) -> None:
     from safetensors import safe_open
     from safetensors.numpy import load_file, save_file
@@ -181,7 +227,14 @@ BAD = {
     "model-not-a-checkpoint": (["--model", "{t}/f.csv", "--data", "{t}/f.csv"],
                                "not a gradkern checkpoint"),
     "missing-data": (["--model", "{t}/m.st", "--data", "{t}/none.csv"], "no such data file"),
-    "txt-data": (["--model", "{t}/m.st", "--data", "{t}/d.txt"], "use .csv or .npy"),
+    "txt-data": (["--model", "{t}/m.st", "--data", "{t}/d.txt"], "use .csv, .npy or .npz"),
+    "npz-without-X": (["--model", "{t}/m.st", "--data", "{t}/noX.npz"],
+                      "must hold an array 'X'; it has ['Z', 'y']"),
+    "npz-width": (["--model", "{t}/m.st", "--data", "{t}/w.npz"], "the model takes (rows, 3)"),
+    "npz-not-a-zip": (["--model", "{t}/m.st", "--data", "{t}/junk.npz"],
+                      "not a readable .npz file"),
+    "npz-header-lies": (["--model", "{t}/m.st", "--data", "{t}/lie.npz"],
+                        "declares shape (9999999999, 3)"),
     "missing-column": (["--model", "{t}/m.st", "--data", "{t}/nob.csv"],
                        "lacks the model's input column 'b'"),
     "unknown-column": (["--model", "{t}/m.st", "--data", "{t}/extra.csv"],
@@ -217,6 +270,10 @@ def test_bad_files_give_one_error_line(case, trained, capsys):
         _write_csv(t / "cell.csv", ["a", "b", "c"], [["1", "x", "3"]])
         _write_csv(t / "nan.csv", ["a", "b", "c"], [["1", "2", "nan"]])
         np.save(t / "w.npy", np.ones((2, 4)))
+        np.savez(t / "noX.npz", Z=np.ones((2, 3)), y=np.zeros(2))
+        np.savez(t / "w.npz", X=np.ones((2, 4)))
+        (t / "junk.npz").write_text("X,y\n1,2\n")
+        _lying_npz(t / "lie.npz")
         np.save(t / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
         head = (t / "w.npy").read_bytes()
         (t / "lie.npy").write_bytes(head.replace(b"(2, 4)", b"(9999999999, 3)", 1)[:200])

@@ -389,11 +389,13 @@ def cmd_train(args) -> int:
 
 # ---------------------------------------------------------------------- predict
 def _build_parser_predict(sub) -> None:
-    p = sub.add_parser("predict", help="predict with a saved model on raw rows of a .csv/.npy")
+    p = sub.add_parser("predict",
+                       help="predict with a saved model on raw rows of a .csv/.npy/.npz")
     p.add_argument("--model", required=True, help="a checkpoint written by train --save")
     p.add_argument("--data", required=True,
                    help="a .csv with the model's input columns by name (its target column, "
-                        "if present, is ignored) or a .npy array (rows, features)")
+                        "if present, is ignored), a .npy array (rows, features) or an .npz "
+                        "with that array as X (as train reads it; a y in it is ignored)")
     p.add_argument("--out", default=None, help="write the predictions here (default: stdout)")
     p.add_argument("--proba", action="store_true",
                    help="class probabilities, one column per class label")

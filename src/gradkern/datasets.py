@@ -216,16 +216,17 @@ TASKS = ("classification", "regression")
 _EXACT_INT = 2.0 ** 53  # float labels beyond this are not exact integers
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """X and y of an .npz, each checked against its member's size before it is read: a header
-    that lies about its shape is refused instead of allocating what it claims."""
+def _read_npz(path: Path, names: tuple[str, ...] = ("X", "y")) -> tuple[np.ndarray, ...]:
+    """The arrays `names` (X and y) of an .npz, each checked against its member's size before
+    it is read: a header that lies about its shape is refused instead of allocating what it
+    claims. Other members are not read."""
     try:
         with zipfile.ZipFile(path) as zf:
             members = {Path(n).stem: zf.getinfo(n) for n in zf.namelist() if n.endswith(".npy")}
-            if "X" not in members or "y" not in members:
-                raise _Refused(f"{path} must hold arrays 'X' and 'y'; it has "
-                               f"{sorted(members)}")
-            for name in ("X", "y"):
+            if any(n not in members for n in names):
+                what = "arrays 'X' and 'y'" if len(names) > 1 else f"an array {names[0]!r}"
+                raise _Refused(f"{path} must hold {what}; it has {sorted(members)}")
+            for name in names:
                 info = members[name]
                 with zf.open(info) as f:
                     version = np.lib.format.read_magic(f)
@@ -241,7 +242,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
                     raise _Refused(f"{path}: array {name!r} declares shape {shape} of {dtype} "
                                    f"({nbytes:,} bytes) but holds {data_size:,} bytes")
         with np.load(path, allow_pickle=False) as z:
-            return z["X"], z["y"]
+            return tuple(z[n] for n in names)
     except _Refused as exc:
         raise ValueError(str(exc)) from None
     except (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, EOFError, KeyError,
@@ -413,24 +414,28 @@ def load_file(path, target: str | int | None = None, test_size: float = 0.2, see
 
 
 def read_rows(path, width: int, columns=(), target: str | None = None) -> np.ndarray:
-    """Raw feature rows (N, width) float64 of a .csv or .npy to predict on.
+    """Raw feature rows (N, width) float64 of a .csv, .npy or .npz to predict on.
 
     A .csv is matched to the model's input `columns` by name, in any order; the `target`
     column, if present, is ignored, and any other column is refused. Without names its
     columns are taken in order and there must be exactly `width`. A .npy holds a 2-D
-    numeric array of `width` columns. Every value must be a finite number; a bad cell is
-    named by its line and column.
+    numeric array of `width` columns, and so does an .npz's array X (its y, if there, is
+    not read). Every value must be a finite number; a bad cell is named by its line and
+    column.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"no such data file: {path}")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a directory, not a data file")
-    if path.suffix == ".npy":
-        try:
-            X = np.load(path, mmap_mode="r", allow_pickle=False)
-        except (ValueError, OSError, EOFError, SyntaxError) as exc:
-            raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
+    if path.suffix in (".npy", ".npz"):
+        if path.suffix == ".npz":
+            (X,) = _read_npz(path, ("X",))
+        else:
+            try:
+                X = np.load(path, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError, EOFError, SyntaxError) as exc:
+                raise ValueError(f"{path} is not a readable .npy file ({exc})") from None
         if not isinstance(X, np.ndarray) or X.dtype.kind not in "iuf" or X.ndim != 2:
             raise ValueError(f"{path}: expected a 2-D array of numbers (rows, {width}), got "
                              f"{getattr(X, 'dtype', '?')} of shape {getattr(X, 'shape', '?')}")
@@ -443,7 +448,7 @@ def read_rows(path, width: int, columns=(), target: str | None = None) -> np.nda
             raise ValueError(f"{path}: row {i}, column {j} is {X[i, j]}, not finite")
         return X
     if path.suffix != ".csv":
-        raise ValueError(f"unsupported data file {path}: use .csv or .npy")
+        raise ValueError(f"unsupported data file {path}: use .csv, .npy or .npz")
     header, body, lines = _read_csv(path)
     columns = list(columns)
     if columns:
