@@ -35,9 +35,9 @@ def _check_kind(a: np.ndarray, what: str, allow_int: bool = True) -> None:
         raise TypeError(f"{what} has unsupported dtype {a.dtype}")
 
 
-def check_X(X, n_features: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
-    """X as a C-contiguous (N, n_features) array of dtype, or a clear error."""
-    a = _as_array(X, what)
+def check_X_shape(a: np.ndarray, n_features: int, what: str = "X") -> None:
+    """An X of numbers, 2-D, non-empty, with the model's number of features (any storage:
+    check_X's arrays and stream_X's memory maps share it)."""
     _check_kind(a, what)
     if a.ndim != 2:
         raise ValueError(f"{what} must be 2-D (samples, features), got shape {a.shape}"
@@ -49,6 +49,12 @@ def check_X(X, n_features: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
     if a.shape[1] != n_features:
         raise ValueError(f"{what} has shape {a.shape} but the model expects "
                          f"(N, {n_features}) inputs")
+
+
+def check_X(X, n_features: int, dtype: np.dtype, what: str = "X") -> np.ndarray:
+    """X as a C-contiguous (N, n_features) array of dtype, or a clear error."""
+    a = _as_array(X, what)
+    check_X_shape(a, n_features, what)
     out = np.ascontiguousarray(a, dtype=dtype)
     if not np.isfinite(out).all():
         raise ValueError(f"{what} contains NaN or inf")

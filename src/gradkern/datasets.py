@@ -299,13 +299,12 @@ def _target_index(path: Path, header: list[str], target) -> int:
     return header.index(target)
 
 
-def _parse_csv(path: Path, header, body, lines, t) -> tuple[np.ndarray, np.ndarray]:
-    feats = [j for j in range(len(header)) if j != t]
-    if not feats:
-        raise ValueError(f"{path} has no feature columns besides the target {header[t]!r}")
-    X = np.empty((len(body), len(feats)))
+def _number_columns(path: Path, header, body, lines, columns) -> np.ndarray:
+    """The CSV body's columns (indices into header) as a float64 (rows, columns) array; a
+    cell that is not a finite number is an error naming its line and column."""
+    X = np.empty((len(body), len(columns)))
     for i, (row, line) in enumerate(zip(body, lines, strict=True)):
-        for k, j in enumerate(feats):
+        for k, j in enumerate(columns):
             try:
                 X[i, k] = float(row[j])
             except ValueError:
@@ -313,7 +312,15 @@ def _parse_csv(path: Path, header, body, lines, t) -> tuple[np.ndarray, np.ndarr
                                  "not a number") from None
             if not math.isfinite(X[i, k]):
                 raise ValueError(f"{path}: line {line}, column {header[j]!r}: {row[j]!r} is "
-                                 "not finite") from None
+                                 "not finite")
+    return X
+
+
+def _parse_csv(path: Path, header, body, lines, t) -> tuple[np.ndarray, np.ndarray]:
+    feats = [j for j in range(len(header)) if j != t]
+    if not feats:
+        raise ValueError(f"{path} has no feature columns besides the target {header[t]!r}")
+    X = _number_columns(path, header, body, lines, feats)
     col = [r[t] for r in body]
     numbers, bad = [], None
     for v, line in zip(col, lines, strict=True):
@@ -469,18 +476,7 @@ def read_rows(path, width: int, columns=(), target: str | None = None) -> np.nda
             raise ValueError(f"{path} has {len(header)} columns; the model takes {width} "
                              "(its checkpoint names no columns, so they are read in order)")
         idx = list(range(width))
-    X = np.empty((len(body), len(idx)))
-    for i, (row, line) in enumerate(zip(body, lines, strict=True)):
-        for k, j in enumerate(idx):
-            try:
-                X[i, k] = float(row[j])
-            except ValueError:
-                raise ValueError(f"{path}: line {line}, column {header[j]!r}: {row[j]!r} is "
-                                 "not a number") from None
-            if not math.isfinite(X[i, k]):
-                raise ValueError(f"{path}: line {line}, column {header[j]!r}: {row[j]!r} is "
-                                 "not finite")
-    return X
+    return _number_columns(path, header, body, lines, idx)
 
 
 def _short_list(names, limit: int = 5) -> str:

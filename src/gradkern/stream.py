@@ -25,7 +25,7 @@ import mmap
 
 import numpy as np
 
-from ._validate import _check_kind, check_y
+from ._validate import _check_kind, check_X_shape, check_y
 
 CHUNK_BYTES = 16 << 20  # input bytes per validation / conversion block
 
@@ -135,17 +135,7 @@ def take(a, idx: np.ndarray) -> np.ndarray:
 def stream_X(X, n_features: int, dtype: np.dtype, what: str = "X") -> Stream:
     """A memory-mapped X checked as `_validate.check_X` checks an array, block by block."""
     a = np.asarray(X)
-    _check_kind(a, what)
-    if a.ndim != 2:
-        raise ValueError(f"{what} must be 2-D (samples, features), got shape {a.shape}"
-                         + ("; use X.reshape(-1, 1) for one feature" if a.ndim == 1 else ""))
-    if a.shape[0] == 0:
-        raise ValueError(f"{what} is empty: shape {a.shape}")
-    if a.shape[1] == 0:
-        raise ValueError(f"{what} has zero features: shape {a.shape}")
-    if a.shape[1] != n_features:
-        raise ValueError(f"{what} has shape {a.shape} but the model expects "
-                         f"(N, {n_features}) inputs")
+    check_X_shape(a, n_features, what)
     dtype = np.dtype(dtype)
 
     def convert(block: np.ndarray) -> np.ndarray:
