@@ -268,12 +268,11 @@ static int64_t G(own_a_size)(int64_t m, int64_t k)
     return round_up64(round_up64(m, MR) * k, 64 / (int64_t)sizeof(REAL));
 }
 
-/* whether a parallel split over N packs A once per thread: a transposed A (the weight
-   gradient Xᵀ·dY) of at most 2^18 elements (width 1024 at batch 256), so the extra scratch
-   is at most 1 MB (f32) a thread */
+/* whether a parallel split over N packs A once per thread: an A of at most 2^18 elements
+   (width 1024 at batch 256), so the extra scratch is at most 1 MB (f32) a thread */
 static int G(own_a)(int64_t m, int64_t n, int64_t k, int64_t trans_a, int small, int threads)
 {
-    return threads > 1 && !small && trans_a && n >= m && round_up64(m, MR) * k <= (1 << 18);
+    return threads > 1 && !small && n >= m && round_up64(m, MR) * k <= (1 << 18);
 }
 
 static void G(pack_a_all)(REAL *apre, const REAL *a, int64_t rsa, int64_t csa, int64_t m,
@@ -394,13 +393,12 @@ static int G(gemm)(REAL *c, REAL *colsum, const REAL *a, const REAL *b, const RE
        out dynamically: a thread slowed down by another process on its core takes fewer
        chunks instead of holding everyone up. Each chunk is a complete GEMM of its own
        (all of K, its own packing), so no two threads ever touch the same element of C.
-       Split over N with a transposed A (the weight gradient Xᵀ·dY), every chunk would pack
-       all of A again, a strided gather that cost 13-15 % of the product at width 256 and
-       batch 64-256 (8 chunks, 8 packs of A): instead each thread packs all
-       of A once, into its own scratch, at its first chunk, and reuses it for the others (no
-       barrier: a thread slowed down by a neighbour holds no one up). With A's rows
-       contiguous (the forward and input-gradient products) the transposing pack is cheap
-       and packing it once measured no faster. */
+       Split over N (the three products of a batch of 64-256 rows at widths >= 256), every
+       chunk would pack all of A again: 8 chunks, 8 packs of A, which cost 10-19 % of the
+       product at width 256 and 3-10 % at 1024 (2 threads). Instead each thread packs all of
+       A once, into its own scratch, at its first chunk, and reuses it for the others. No
+       barrier: packing A once for all threads together, then waiting for it, measured no
+       faster, and a thread slowed down by a neighbour must hold no one up. */
     int split_n = n >= m;
     int64_t tile = split_n ? NR : MR, dim = split_n ? n : m;
     int64_t tiles = (dim + tile - 1) / tile;
