@@ -43,6 +43,10 @@
 #define GK_INV_SQRT_2PI 0.39894228040143267794
 #define GK_SUM_PARTS 64                     /* fixed parts of a reduction */
 #define GK_PAR_STREAM (1 << 20)             /* streaming kernels go parallel from here */
+/* the optimizers with a square root and divisions per element (Adam, RMSprop, Adagrad) are
+   bound by that arithmetic, not by memory: two threads pay from far fewer elements */
+#define GK_PAR_HEAVY (1 << 15)
+#define GK_PAR_SUM (1 << 17)                /* the norm: its fixed parts from here */
 /* fused GEMM epilogues: an activation after the product (forward) or its gradient (backward) */
 enum { GK_EPI_NONE = 0, GK_EPI_IDENTITY, GK_EPI_RELU, GK_EPI_LEAKY, GK_EPI_DRELU, GK_EPI_DLEAKY };
 /* GEMM: below SMALL_MNK multiply-adds, no packing; from PAR_MNK, all threads */

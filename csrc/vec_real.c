@@ -43,7 +43,7 @@ static double G(sum_squares_range)(const REAL *x, int64_t lo, int64_t hi)
    the same result whatever the thread count. */
 static double G(sum_squares)(const REAL *x, int64_t n)
 {
-    if (n < GK_PAR_STREAM) return G(sum_squares_range)(x, 0, n);
+    if (n < GK_PAR_SUM) return G(sum_squares_range)(x, 0, n);
     double part[GK_SUM_PARTS];
     int threads = gk_get_threads();
     if (threads > GK_SUM_PARTS) threads = GK_SUM_PARTS;
@@ -171,11 +171,11 @@ static void G(adagrad_range)(REAL *params, REAL *sum, const REAL *grads, const d
     }
 }
 
-/* run body(lo, hi) over [0, n): directly when small, else in GK_SUM_PARTS chunks handed
+/* run body(lo, hi) over [0, n): directly when n < min_, else in GK_SUM_PARTS chunks handed
    out dynamically to the threads (elementwise, so the split changes no result) */
-#define GK_STREAM(n, body)                                                     \
+#define GK_STREAM_FROM(n, min_, body)                                          \
     do {                                                                       \
-        int threads_ = (n) >= GK_PAR_STREAM ? gk_get_threads() : 1;            \
+        int threads_ = (n) >= (min_) ? gk_get_threads() : 1;                   \
         if (threads_ > GK_SUM_PARTS) threads_ = GK_SUM_PARTS;                  \
         if (threads_ <= 1) {  /* no parallel region at all: fork-safe */       \
             int64_t lo = 0, hi = (n);                                          \
@@ -189,6 +189,7 @@ static void G(adagrad_range)(REAL *params, REAL *sum, const REAL *grads, const d
             }                                                                  \
         }                                                                      \
     } while (0)
+#define GK_STREAM(n, body) GK_STREAM_FROM(n, GK_PAR_STREAM, body)
 
 static void G(scale)(REAL *x, REAL f, int64_t n)
 {
@@ -204,19 +205,21 @@ static void G(sgd_update)(REAL *params, REAL *buf, const REAL *grads, const doub
 static void G(adam_update)(REAL *params, REAL *m, REAL *v, const REAL *grads,
                            const double *hyper, int64_t step, int64_t n)
 {
-    GK_STREAM(n, G(adam_range)(params, m, v, grads, hyper, step, lo, hi));
+    GK_STREAM_FROM(n, GK_PAR_HEAVY, G(adam_range)(params, m, v, grads, hyper, step, lo, hi));
 }
 
 static void G(rmsprop_update)(REAL *params, REAL *sq, REAL *mb, REAL *ga, const REAL *grads,
                               const double *hyper, int64_t step, int64_t n)
 {
-    GK_STREAM(n, G(rmsprop_range)(params, sq, mb, ga, grads, hyper, step, lo, hi));
+    GK_STREAM_FROM(n, GK_PAR_HEAVY,
+                   G(rmsprop_range)(params, sq, mb, ga, grads, hyper, step, lo, hi));
 }
 
 static void G(adagrad_update)(REAL *params, REAL *sum, const REAL *grads, const double *hyper,
                               int64_t step, int64_t n)
 {
-    GK_STREAM(n, G(adagrad_range)(params, sum, grads, hyper, step, lo, hi));
+    GK_STREAM_FROM(n, GK_PAR_HEAVY, G(adagrad_range)(params, sum, grads, hyper, step, lo, hi));
 }
 
 #undef GK_STREAM
+#undef GK_STREAM_FROM
