@@ -46,6 +46,7 @@
 /* the optimizers with a square root and divisions per element (Adam, RMSprop, Adagrad) are
    bound by that arithmetic, not by memory: two threads pay from far fewer elements */
 #define GK_PAR_HEAVY (1 << 15)
+#define GK_STREAM_CHUNK 8192               /* least elements of a chunk handed out */
 #define GK_PAR_SUM (1 << 17)                /* the norm: its fixed parts from here */
 /* fused GEMM epilogues: an activation after the product (forward) or its gradient (backward) */
 enum { GK_EPI_NONE = 0, GK_EPI_IDENTITY, GK_EPI_RELU, GK_EPI_LEAKY, GK_EPI_DRELU, GK_EPI_DLEAKY };
