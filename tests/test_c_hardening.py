@@ -320,7 +320,7 @@ def test_nan_propagates_under_gradkern_isa_generic():
 # ---------------------------------------------------------------------- 10. thread count
 
 WORKSPACE_SCRIPT = """
-import json, os, resource
+import json, os
 import numpy as np
 import gradkern as gk
 from gradkern.backends import c_backend
@@ -332,14 +332,17 @@ model = gk.MLP([64, 256, 256, 10], activation="relu", loss="cross_entropy",
                dtype="float32", backend="c", seed=0)
 hist = model.fit(X, y, epochs=1, batch_size=64, progress=False)
 st = gk.backends.get("c")._models.get(model.bufs)  # kept by the backend, not on bufs
-rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+# this process's own peak (VmHWM): ru_maxrss would also count the parent's resident pages
+# at fork/exec time (Linux keeps the larger of the two), i.e. pytest's own size
+with open("/proc/self/status") as f:
+    rss = next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) * 1024
 print(json.dumps({"threads": int(c_backend.lib.gk_get_threads()), "work": int(st.work.size),
                   "set_big": gk.backends.get("c").set_threads(10**12),
                   "loss": float(hist.history["loss"][0]).hex(), "maxrss": rss}))
 """
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB on Linux")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="VmHWM in /proc/self/status")
 def test_huge_omp_num_threads_neither_starts_nor_sizes_for_them():
     """Item 10: OMP_NUM_THREADS=100000 (it asked for 62.6 GiB of workspace): fit works,
     uses at most the processors here, sizes the workspace as for them, stays small."""
